@@ -1,0 +1,175 @@
+//! Configuration: every limit and timing of the relay, with its default.
+//!
+//! Each setting is a command-line flag with an environment variable, so the same binary
+//! runs unchanged under systemd, supervisord or by hand. `notify-relay 9000` still works
+//! like the original `python server.py 9000`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::outbox::OutboxLimits;
+use crate::protocol::GREETING;
+
+/// The port of the original Notification Center.
+pub const DEFAULT_PORT: u16 = 8765;
+/// Ping cadence of the original (Python `websockets` default).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Pong deadline of the original.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
+/// The original's message size limit (Python `websockets` default, 1 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// Keys are UUIDs in practice (36 bytes); this leaves room for longer ids.
+pub const DEFAULT_MAX_KEY_LENGTH: usize = 256;
+/// Frames one connection may have waiting before it is closed as a slow consumer.
+pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
+/// Bytes one connection may have waiting before it is closed as a slow consumer.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Concurrent TCP connections (WebSocket and HTTP) before new ones get 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// How long a graceful shutdown waits for connections to close.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer per connection: small, because idle connections dominate (a 1 MiB
+/// message still fits: the buffer grows for it).
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 1024;
+
+/// How the relay is run. See `notify-relay --help`.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "notify-relay",
+    version,
+    about = "WebSocket notification relay: a drop-in replacement for the Python Notification Center",
+    long_about = None,
+    after_help = "Logging is set with RUST_LOG (default: info), e.g. RUST_LOG=notify_relay=debug."
+)]
+pub struct Config {
+    /// Port to listen on, as in `python server.py PORT` (overrides --port).
+    #[arg(value_name = "PORT")]
+    pub port_arg: Option<u16>,
+
+    /// Address to listen on [default: all interfaces, IPv6 and IPv4].
+    #[arg(long, env = "NOTIFY_RELAY_HOST")]
+    pub host: Option<IpAddr>,
+
+    /// Port to listen on.
+    #[arg(long, env = "NOTIFY_RELAY_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Time between keep-alive Pings (e.g. 60s, 500ms).
+    #[arg(long, env = "NOTIFY_RELAY_PING_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long a Ping may go unanswered before the connection is closed (1011).
+    #[arg(long, env = "NOTIFY_RELAY_PING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Largest frame or message accepted, in bytes; larger ones close with 1009.
+    #[arg(long, env = "NOTIFY_RELAY_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+
+    /// Longest recipient_uuid accepted, in bytes.
+    #[arg(long, env = "NOTIFY_RELAY_MAX_KEY_LENGTH", default_value_t = DEFAULT_MAX_KEY_LENGTH)]
+    pub max_key_length: usize,
+
+    /// Frames waiting for one connection before it is closed as a slow consumer (1008).
+    #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_FRAMES", default_value_t = DEFAULT_MAX_QUEUED_FRAMES)]
+    pub max_queued_frames: usize,
+
+    /// Bytes waiting for one connection before it is closed as a slow consumer (1008).
+    #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
+    pub max_queued_bytes: usize,
+
+    /// Concurrent connections; past it new connections get HTTP 503.
+    #[arg(long, env = "NOTIFY_RELAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// On SIGTERM/SIGINT, how long to wait for connections to close after Close 1001.
+    #[arg(long, env = "NOTIFY_RELAY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The text frame sent right after the handshake.
+    #[arg(long, env = "NOTIFY_RELAY_GREETING", default_value = GREETING)]
+    pub greeting: String,
+
+    /// Set SO_REUSEPORT, so several relays (or an old and a new one) share the port.
+    #[arg(long, env = "NOTIFY_RELAY_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Read buffer per connection, in bytes (memory per idle connection vs. read batching).
+    #[arg(long, env = "NOTIFY_RELAY_READ_BUFFER_SIZE", default_value_t = DEFAULT_READ_BUFFER_SIZE)]
+    pub read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port_arg: None,
+            host: None,
+            port: DEFAULT_PORT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_key_length: DEFAULT_MAX_KEY_LENGTH,
+            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            greeting: GREETING.to_owned(),
+            reuse_port: false,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+        }
+    }
+}
+
+impl Config {
+    /// The port to bind: the positional PORT wins over --port.
+    pub fn effective_port(&self) -> u16 {
+        self.port_arg.unwrap_or(self.port)
+    }
+
+    /// The per-connection outgoing queue limits.
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_frames: self.max_queued_frames.max(1),
+            max_bytes: self.max_queued_bytes.max(1),
+        }
+    }
+
+    /// A configuration for tests and embedding: loopback, an OS-chosen port.
+    pub fn loopback_ephemeral() -> Self {
+        Self {
+            host: Some(IpAddr::from([127, 0, 0, 1])),
+            port: 0,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_defaults_match_default() {
+        let parsed = Config::try_parse_from(["notify-relay"]).expect("parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn positional_port_like_the_original() {
+        let c = Config::try_parse_from(["notify-relay", "9001"]).expect("parses");
+        assert_eq!(c.effective_port(), 9001);
+        let c = Config::try_parse_from(["notify-relay", "--port", "9002"]).expect("parses");
+        assert_eq!(c.effective_port(), 9002);
+        let c = Config::try_parse_from(["notify-relay", "--port", "9002", "9003"]).expect("parses");
+        assert_eq!(c.effective_port(), 9003);
+    }
+
+    #[test]
+    fn human_durations() {
+        let c = Config::try_parse_from(["notify-relay", "--ping-interval", "250ms"]).expect("parses");
+        assert_eq!(c.ping_interval, Duration::from_millis(250));
+        assert!(Config::try_parse_from(["notify-relay", "--ping-timeout", "soon"]).is_err());
+    }
+}

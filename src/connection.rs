@@ -1,0 +1,422 @@
+//! One WebSocket connection: greeting, read loop, batched writer and heartbeat.
+//!
+//! Everything runs in a single task, one `select!` over the socket, the outbox, the
+//! heartbeat timer and the shutdown signal. One task (rather than a reader, a writer and
+//! a pinger) keeps an idle connection to a few KiB. The task ends with a [`CloseReason`],
+//! and on every path it releases its key and closes its outbox, so late producers stop
+//! counting it as a recipient.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use log::{debug, info, trace, warn};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::metrics::{CloseReason, DropReason};
+use crate::outbox::Drained;
+use crate::protocol::{self, Command, Frame, Rejection, Reply};
+use crate::registry::Peer;
+use crate::state::RelayState;
+
+/// How long the relay waits for the client's half of a close handshake it started.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a Close frame may take to write to a client that is not reading.
+const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of a rejected frame is quoted in the log.
+const LOG_PREVIEW_CHARS: usize = 80;
+
+/// A connection that ends with a reason.
+type Ended = Result<(), CloseReason>;
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(
+    ws: WebSocketStream<TcpStream>,
+    remote: SocketAddr,
+    state: Arc<RelayState>,
+    shutdown: CancellationToken,
+) {
+    let mut connection = Connection {
+        peer: Peer::new(state.config.outbox_limits()),
+        heartbeat: Heartbeat::new(
+            state.config.ping_interval,
+            state.config.ping_timeout,
+            Instant::now(),
+        ),
+        key: None,
+        ws,
+        state,
+    };
+    let metrics = &connection.state.metrics;
+    metrics.connections.inc();
+    metrics.connections_opened.inc();
+    // The original identified an unregistered connection as tmp_<uuid>; it is only a
+    // name for the logs here, since unregistered connections are never routable.
+    let tmp_key = Uuid::new_v4();
+    let id = connection.peer.id;
+    info!("conn {id} connected from {remote} as tmp_{tmp_key}");
+
+    let reason = match connection.run(shutdown).await {
+        Ok(()) => CloseReason::ClientClose,
+        Err(reason) => reason,
+    };
+
+    connection.release();
+    let metrics = &connection.state.metrics;
+    metrics.connections.dec();
+    metrics.closed(reason);
+    match reason {
+        CloseReason::ClientClose | CloseReason::Reset | CloseReason::Shutdown => {
+            info!("conn {id} closed ({})", reason.as_str())
+        }
+        _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
+    }
+}
+
+struct Connection {
+    /// What other tasks reach: this connection's id and outbox.
+    peer: Arc<Peer>,
+    /// Ping/Pong timing.
+    heartbeat: Heartbeat,
+    /// The key this connection is registered under: the reverse map, one entry.
+    key: Option<Box<str>>,
+    /// The socket.
+    ws: WebSocketStream<TcpStream>,
+    /// Configuration, router and metrics.
+    state: Arc<RelayState>,
+}
+
+impl Connection {
+    async fn run(&mut self, shutdown: CancellationToken) -> Ended {
+        let greeting = Message::text(self.state.config.greeting.as_str());
+        self.ws
+            .send(greeting)
+            .await
+            .map_err(|e| self.read_error(e))?;
+
+        // Created once and polled by reference: making a new shutdown future every loop
+        // turn would register and unregister a waiter on one token shared by everyone.
+        let mut shutdown = pin!(shutdown.cancelled_owned());
+        let mut timer = pin!(sleep_until(self.heartbeat.deadline()));
+        let peer = Arc::clone(&self.peer);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    self.close(CloseCode::Away, "server shutting down").await;
+                    return Err(CloseReason::Shutdown);
+                }
+                () = peer.outbox.ready() => self.write_queued().await?,
+                frame = self.ws.next() => match frame {
+                    None => return Ok(()),
+                    Some(Ok(message)) => self.on_message(message).await?,
+                    Some(Err(error)) => return Err(self.on_read_error(error).await),
+                },
+                () = &mut timer => {
+                    match self.heartbeat.on_deadline(Instant::now()) {
+                        Beat::Ping => {
+                            trace!("conn {} ping", self.peer.id);
+                            self.write_with_deadline(Some(Message::Ping(Default::default()))).await?;
+                        }
+                        Beat::TimedOut => {
+                            self.close(CloseCode::Error, "keepalive ping timeout").await;
+                            return Err(CloseReason::PingTimeout);
+                        }
+                        Beat::Wait => {}
+                    }
+                    timer.as_mut().reset(self.heartbeat.deadline());
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Ended {
+        match message {
+            Message::Text(text) => {
+                self.state.metrics.frames_received.inc();
+                self.on_text(&text);
+                Ok(())
+            }
+            Message::Binary(data) => {
+                self.state.metrics.frames_received.inc();
+                warn!(
+                    "conn {}: binary frame of {} bytes ignored",
+                    self.peer.id,
+                    data.len()
+                );
+                self.state.metrics.dropped(DropReason::Binary, 1);
+                Ok(())
+            }
+            // tungstenite has queued the Pong; flushing sends it now.
+            Message::Ping(_) => self.write_with_deadline(None).await,
+            Message::Pong(_) => {
+                self.heartbeat.on_pong();
+                Ok(())
+            }
+            // tungstenite answers the Close; the stream then ends.
+            Message::Close(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        let request = match protocol::parse(text, self.state.config.max_key_length) {
+            Frame::Request(request) => request,
+            Frame::Ignored(why) => {
+                warn!(
+                    "conn {}: frame ignored ({}): {}",
+                    self.peer.id,
+                    why.as_str(),
+                    preview(text)
+                );
+                self.state.metrics.dropped(DropReason::Ignored(why), 1);
+                return;
+            }
+        };
+        let reply = match request.command {
+            Ok(Command::Register { key }) => {
+                self.register(key);
+                Reply::Registered
+            }
+            Ok(Command::Deliver { to, payload }) => Reply::Delivered(self.route(&to, payload)),
+            Err(rejection) => {
+                warn!(
+                    "conn {}: frame rejected ({}): {}",
+                    self.peer.id,
+                    rejection.as_str(),
+                    preview(text)
+                );
+                self.state
+                    .metrics
+                    .dropped(DropReason::Rejected(rejection), 1);
+                Reply::Error(rejection)
+            }
+        };
+        let encoded = match (request.id, reply) {
+            (Some(id), reply) => protocol::encode_reply(id, reply),
+            (None, Reply::Error(Rejection::InvalidId)) => protocol::encode_invalid_id_reply(),
+            (None, _) => return,
+        };
+        // Replies share the outbox with deliveries: one bounded queue, one writer.
+        // A refused push means this connection is closing, which the loop acts on.
+        let _ = self.peer.outbox.push(encoded.into());
+    }
+
+    fn register(&mut self, key: Cow<'_, str>) {
+        let router = &self.state.router;
+        if self.key.as_deref() == Some(&*key) {
+            debug!("conn {} registered again as {key}", self.peer.id);
+            return;
+        }
+        if let Some(old) = self.key.take() {
+            router.deregister(&old, self.peer.id);
+        }
+        router.register(&key, &self.peer);
+        self.state.metrics.registrations.inc();
+        info!("conn {} registered as {key}", self.peer.id);
+        self.key = Some(key.into());
+    }
+
+    /// Routes `payload` to `to` and returns how many connections it was handed to.
+    fn route(&self, to: &str, payload: String) -> usize {
+        let metrics = &self.state.metrics;
+        metrics.messages_routed.inc();
+        let size = payload.len();
+        let outcome = self.state.router.route(to, Utf8Bytes::from(payload));
+        metrics.messages_delivered.inc_by(outcome.delivered as u64);
+        if outcome.overflowed > 0 {
+            warn!(
+                "conn {}: message to {to} not queued for {} slow connection(s)",
+                self.peer.id, outcome.overflowed
+            );
+            metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
+        }
+        if outcome.delivered == 0 && outcome.overflowed == 0 {
+            warn!(
+                "conn {}: message to {to} dropped (no_recipient)",
+                self.peer.id
+            );
+            metrics.dropped(DropReason::NoRecipient, 1);
+        } else {
+            debug!(
+                "conn {}: {size} bytes to {to} -> {} connection(s)",
+                self.peer.id, outcome.delivered
+            );
+        }
+        outcome.delivered
+    }
+
+    /// Writes everything queued in the outbox with one flush, or closes the connection
+    /// when the outbox overflowed (slow consumer).
+    async fn write_queued(&mut self) -> Ended {
+        let frames = match self.peer.outbox.take() {
+            Drained::Frames(frames) => frames,
+            Drained::Overflowed => return Err(self.close_slow_consumer().await),
+        };
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let peer = Arc::clone(&self.peer);
+        let ws = &mut self.ws;
+        let write = async move {
+            for frame in frames {
+                ws.feed(Message::Text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        // A client that stops reading stalls this write; more messages for it then
+        // overflow its outbox, which must be noticed while the write is stalled.
+        let overflowed = async {
+            while !peer.outbox.is_overflowed() {
+                peer.outbox.overflow().await;
+            }
+        };
+        let limit = self.state.config.ping_timeout;
+        match race_write(limit, write, overflowed).await {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::Stalled) => Err(self.close_slow_consumer().await),
+            Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
+        }
+    }
+
+    /// Flushes pending control frames (and sends `message` first, if any), bounded in
+    /// time like any other write.
+    async fn write_with_deadline(&mut self, message: Option<Message>) -> Ended {
+        let limit = self.state.config.ping_timeout;
+        let ws = &mut self.ws;
+        let write = async move {
+            if let Some(message) = message {
+                ws.feed(message).await?;
+            }
+            ws.flush().await
+        };
+        match race_write(limit, write, std::future::pending()).await {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::Stalled) => Err(self.close_slow_consumer().await),
+            Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
+        }
+    }
+
+    async fn close_slow_consumer(&mut self) -> CloseReason {
+        // Stop taking messages for it at once, before the (possibly stalled) close.
+        self.release();
+        let close = self.close(CloseCode::Policy, "slow consumer: outgoing queue full");
+        let _ = timeout(SLOW_CLOSE_TIMEOUT, close).await;
+        CloseReason::SlowConsumer
+    }
+
+    async fn on_read_error(&mut self, error: WsError) -> CloseReason {
+        let reason = self.read_error(error);
+        match reason {
+            CloseReason::Oversize => {
+                let limit = self.state.config.max_message_size;
+                self.close(CloseCode::Size, &format!("message over {limit} bytes"))
+                    .await;
+            }
+            CloseReason::InvalidUtf8 => {
+                self.close(CloseCode::Invalid, "text frame is not valid UTF-8")
+                    .await;
+            }
+            CloseReason::ProtocolError => {
+                self.close(CloseCode::Protocol, "protocol error").await;
+            }
+            _ => {}
+        }
+        reason
+    }
+
+    /// Classifies a socket error into why the connection ends.
+    fn read_error(&self, error: WsError) -> CloseReason {
+        let id = self.peer.id;
+        match error {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClose,
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                warn!("conn {id}: message of {size} bytes over the {max_size}-byte limit");
+                CloseReason::Oversize
+            }
+            WsError::Utf8(_) => {
+                warn!("conn {id}: text frame is not valid UTF-8");
+                CloseReason::InvalidUtf8
+            }
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                debug!("conn {id}: reset without closing handshake");
+                CloseReason::Reset
+            }
+            WsError::Io(error) => {
+                debug!("conn {id}: socket error: {error}");
+                CloseReason::Reset
+            }
+            other => {
+                warn!("conn {id}: protocol error: {other}");
+                CloseReason::ProtocolError
+            }
+        }
+    }
+
+    /// Sends a Close frame and waits, bounded, for the client's half of the handshake.
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let handshake = async {
+            if self.ws.close(Some(frame)).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.ws.next().await {}
+        };
+        let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
+    }
+
+    /// Makes this connection unreachable: no key, and an outbox that refuses pushes.
+    fn release(&mut self) {
+        self.peer.outbox.close();
+        if let Some(key) = self.key.take() {
+            self.state.router.deregister(&key, self.peer.id);
+        }
+    }
+}
+
+/// Runs `write` until it finishes, `abort` fires, or `limit` passes. The limit is the
+/// ping timeout: a client that cannot take a write for that long is not alive either.
+async fn race_write(
+    limit: Duration,
+    write: impl Future<Output = Result<(), WsError>>,
+    abort: impl Future<Output = ()>,
+) -> Result<(), WriteFailure> {
+    tokio::select! {
+        result = timeout(limit, write) => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(WriteFailure::Ws(error)),
+            Err(_elapsed) => Err(WriteFailure::Stalled),
+        },
+        () = abort => Err(WriteFailure::Stalled),
+    }
+}
+
+enum WriteFailure {
+    /// The client did not take the write in time, or its outbox overflowed meanwhile.
+    Stalled,
+    /// The socket failed.
+    Ws(WsError),
+}
+
+/// The start of `text`, for a log line.
+fn preview(text: &str) -> String {
+    let mut preview: String = text.chars().take(LOG_PREVIEW_CHARS).collect();
+    if preview.len() < text.len() {
+        preview.push('…');
+    }
+    preview
+}

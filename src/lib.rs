@@ -1,0 +1,36 @@
+//! notify-relay: a WebSocket notification relay, a drop-in replacement for the Python
+//! "Notification Center" (the contract is PROTOCOL.md).
+//!
+//! Clients connect, register a key (`{"recipient_uuid": KEY, "message": "connected"}`),
+//! and receive every message any client addresses to that key.
+//!
+//! Layout, one responsibility per module:
+//! - [`config`]: every setting and limit, with its default (clap).
+//! - [`server`]: the listening socket, the accept loop, the connection limit, the drain.
+//! - [`http`]: HTTP on the same port (hyper): WebSocket upgrades, `/healthz`, `/metrics`.
+//! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
+//! - [`protocol`]: parsing frames and encoding replies; the only code that reads JSON.
+//! - [`router`]: the narrow interface connections register and route through.
+//! - [`registry`]: keys to live connections, sharded; cleanup in O(1).
+//! - [`outbox`]: each connection's bounded outgoing queue.
+//! - [`heartbeat`]: Ping/Pong timing rules.
+//! - [`metrics`]: the Prometheus series.
+//! - [`state`]: what all tasks share.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod connection;
+pub mod heartbeat;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod registry;
+pub mod router;
+pub mod server;
+pub mod state;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,67 @@
+//! The `notify-relay` daemon: parses the configuration, sets up logging and signals,
+//! and runs the server until SIGTERM or SIGINT.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures_util::StreamExt;
+use log::{error, info, warn};
+use notify_relay::{Config, Server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> io::Result<()> {
+    let server = Server::bind(config)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let shutdown = async move {
+        if let Some(signal) = signals.next().await {
+            info!("received {}: draining", signal_name(signal));
+        }
+        // A second signal means "now": skip the rest of the drain.
+        tokio::spawn(async move {
+            if let Some(signal) = signals.next().await {
+                warn!("received {} again: exiting without draining", signal_name(signal));
+                std::process::exit(1);
+            }
+        });
+    };
+    server.run(shutdown).await
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        _ => "signal",
+    }
+}
+
+/// Each connection is a file descriptor; the default soft limit (often 1024) would cap
+/// the relay far below what it can hold, so it is raised to the hard limit.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!("open file limit: {limit}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+}

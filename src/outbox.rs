@@ -1,0 +1,219 @@
+//! The bounded queue of frames waiting to be written to one connection.
+//!
+//! Producers push from any task; the connection task drains it and writes the whole
+//! batch with one flush. An idle outbox owns no heap memory (an empty `VecDeque` does
+//! not allocate), which matters at tens of thousands of idle connections. When a
+//! recipient stops reading, the queue fills; the push that finds it full marks the
+//! outbox overflowed and wakes the connection task, which closes the connection (1008).
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// How much one outbox may hold before its connection counts as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Most frames queued at once.
+    pub max_frames: usize,
+    /// Most payload bytes queued at once.
+    pub max_bytes: usize,
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is over its limits: the recipient is not reading fast enough.
+    Overflowed,
+    /// The connection is closing and takes no more frames.
+    Closed,
+}
+
+/// The outcome of [`Outbox::take`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Frames to write, oldest first (possibly none after a spurious wake-up).
+    Frames(VecDeque<Utf8Bytes>),
+    /// The queue overflowed: close the connection as a slow consumer.
+    Overflowed,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Frames not yet handed to the socket, oldest first.
+    frames: VecDeque<Utf8Bytes>,
+    /// Payload bytes in `frames`, kept so the byte limit is O(1) to check.
+    bytes: usize,
+    /// Set by the push that found the queue full; the connection is then closed.
+    overflowed: bool,
+    /// Set when the connection is closing so late producers stop counting it.
+    closed: bool,
+}
+
+/// A connection's outgoing queue. See the module docs.
+#[derive(Debug)]
+pub struct Outbox {
+    /// The frames and their accounting; held only for O(1) pushes and one swap per batch.
+    queue: Mutex<Queue>,
+    /// Wakes the connection task when frames arrive or the queue overflows.
+    ready: Notify,
+    /// Wakes a write stalled on a client that stopped reading, when the queue overflows.
+    overflow: Notify,
+    /// The limits this outbox enforces.
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    /// An empty outbox with `limits`.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            overflow: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues `frame` for writing, or says why it was refused.
+    pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(PushError::Closed);
+        }
+        if queue.overflowed {
+            return Err(PushError::Overflowed);
+        }
+        let bytes = queue.bytes + frame.len();
+        if queue.frames.len() >= self.limits.max_frames || bytes > self.limits.max_bytes {
+            queue.overflowed = true;
+            drop(queue);
+            self.ready.notify_one();
+            self.overflow.notify_one();
+            return Err(PushError::Overflowed);
+        }
+        queue.frames.push_back(frame);
+        queue.bytes = bytes;
+        let first = queue.frames.len() == 1;
+        drop(queue);
+        // Only the push into an empty queue needs to wake the writer: it drains
+        // everything queued at once, so later pushes ride along in the same batch.
+        if first {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until frames were queued or the queue overflowed. Cancel-safe.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Waits for a push to find the queue full; check [`Outbox::is_overflowed`] after,
+    /// since a wake-up can be stale. Cancel-safe.
+    pub async fn overflow(&self) {
+        self.overflow.notified().await;
+    }
+
+    /// Takes everything queued, in order.
+    pub fn take(&self) -> Drained {
+        let mut queue = self.lock();
+        if queue.overflowed {
+            return Drained::Overflowed;
+        }
+        queue.bytes = 0;
+        Drained::Frames(std::mem::take(&mut queue.frames))
+    }
+
+    /// Whether a push found the queue full.
+    pub fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// Refuses all further pushes and frees what is queued.
+    pub fn close(&self) {
+        let mut queue = self.lock();
+        queue.closed = true;
+        queue.bytes = 0;
+        queue.frames = VecDeque::new();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue half-updated in a
+        // way that matters more than losing the connection, so poisoning is ignored.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(max_frames: usize, max_bytes: usize) -> Outbox {
+        Outbox::new(OutboxLimits {
+            max_frames,
+            max_bytes,
+        })
+    }
+
+    fn frames(drained: Drained) -> Vec<String> {
+        match drained {
+            Drained::Frames(frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
+            Drained::Overflowed => panic!("overflowed"),
+        }
+    }
+
+    #[test]
+    fn keeps_order_and_drains_all() {
+        let o = outbox(10, 1000);
+        for i in 0..5 {
+            o.push(i.to_string().into()).expect("push");
+        }
+        assert_eq!(frames(o.take()), ["0", "1", "2", "3", "4"]);
+        assert!(frames(o.take()).is_empty());
+    }
+
+    #[test]
+    fn frame_limit_overflows_and_stays_overflowed() {
+        let o = outbox(2, 1000);
+        o.push("a".into()).expect("push");
+        o.push("b".into()).expect("push");
+        assert_eq!(o.push("c".into()), Err(PushError::Overflowed));
+        assert!(o.is_overflowed());
+        assert_eq!(o.take(), Drained::Overflowed);
+        assert_eq!(o.push("d".into()), Err(PushError::Overflowed));
+    }
+
+    #[test]
+    fn byte_limit_counts_queued_bytes_only() {
+        let o = outbox(100, 10);
+        o.push("12345".into()).expect("push");
+        o.push("12345".into()).expect("push");
+        assert_eq!(frames(o.take()).len(), 2);
+        o.push("1234567890".into()).expect("push after drain");
+        assert_eq!(o.push("1".into()), Err(PushError::Overflowed));
+    }
+
+    #[test]
+    fn closed_refuses_pushes() {
+        let o = outbox(10, 1000);
+        o.push("a".into()).expect("push");
+        o.close();
+        assert_eq!(o.push("b".into()), Err(PushError::Closed));
+        assert!(frames(o.take()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn push_into_empty_queue_wakes_the_writer() {
+        let o = std::sync::Arc::new(outbox(10, 1000));
+        let writer = {
+            let o = o.clone();
+            tokio::spawn(async move {
+                o.ready().await;
+                frames(o.take())
+            })
+        };
+        o.push("x".into()).expect("push");
+        assert_eq!(writer.await.expect("join"), ["x"]);
+    }
+}

@@ -1,0 +1,178 @@
+//! The listening socket, the accept loop with its connection limit, and the drain.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http;
+use crate::state::RelayState;
+
+/// Pending connections the kernel holds for us while the accept loop is busy.
+const LISTEN_BACKLOG: i32 = 4096;
+/// First pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
+/// Longest pause after repeated failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A bound relay, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    /// The listening socket.
+    listener: TcpListener,
+    /// Shared with every task the server starts.
+    state: Arc<RelayState>,
+}
+
+impl Server {
+    /// Binds the listening socket described by `config`. Must run inside a tokio runtime.
+    pub fn bind(config: Config) -> io::Result<Self> {
+        let listener = TcpListener::from_std(listen(&config)?)?;
+        Ok(Self {
+            listener,
+            state: Arc::new(RelayState::new(config)),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state the server shares with its tasks (metrics, router), for inspection.
+    pub fn state(&self) -> Arc<RelayState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, sends Close 1001
+    /// to every connection, and returns once they have closed or the drain timeout passed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server { listener, state } = self;
+        let config = &state.config;
+        info!(
+            "notify-relay {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            listener.local_addr()?
+        );
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let mut backoff = ACCEPT_BACKOFF_START;
+        let mut shutdown = std::pin::pin!(shutdown);
+
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, remote)) => {
+                    backoff = ACCEPT_BACKOFF_START;
+                    // Notifications are small and latency matters more than packet count.
+                    let _ = tcp.set_nodelay(true);
+                    let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                    if slot.is_none() {
+                        state.metrics.connections_rejected.inc();
+                        warn!(
+                            "refusing {remote}: {} connections is the limit",
+                            config.max_connections
+                        );
+                    }
+                    tracker.spawn(http::serve_connection(
+                        tcp,
+                        remote,
+                        Arc::clone(&state),
+                        slot,
+                        cancel.clone(),
+                        tracker.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning,
+                    // so the connections being served can close and free some.
+                    error!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+
+        drop(listener);
+        let open = state.metrics.connections.get();
+        info!(
+            "shutting down: closing {open} connection(s), waiting up to {:?}",
+            config.drain_timeout
+        );
+        cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "drain timeout passed with {} task(s) still open; closing them",
+                tracker.len()
+            );
+        }
+        let metrics = &state.metrics;
+        info!(
+            "stopped: {} connection(s) served, {} message(s) routed, {} delivered",
+            metrics.connections_opened.get(),
+            metrics.messages_routed.get(),
+            metrics.messages_delivered.get()
+        );
+        Ok(())
+    }
+}
+
+/// Opens the listening socket. With no host, listens on all interfaces: IPv6 and IPv4
+/// on one dual-stack socket, or IPv4 alone where IPv6 is unavailable.
+fn listen(config: &Config) -> io::Result<std::net::TcpListener> {
+    let port = config.effective_port();
+    let reuse_port = config.reuse_port;
+    let result = match config.host {
+        Some(ip) => bind(SocketAddr::new(ip, port), reuse_port),
+        None => match bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), reuse_port) {
+            Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
+                info!("IPv6 unavailable ({e}); listening on IPv4 only");
+                bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), reuse_port)
+            }
+            other => other,
+        },
+    };
+    result.map_err(|e| {
+        let host = config
+            .host
+            .map_or_else(|| "all interfaces".to_owned(), |ip| ip.to_string());
+        io::Error::new(e.kind(), format!("cannot listen on {host} port {port}: {e}"))
+    })
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    // Lets a restarted relay bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}

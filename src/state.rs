@@ -1,0 +1,41 @@
+//! What every task of a running relay shares.
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::Router;
+
+/// The tungstenite write buffer target: frames queued for one connection are coalesced
+/// up to this size per write, and it bounds the buffer a connection keeps after a burst.
+const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+
+/// State shared by the accept loop, the HTTP routes and every connection.
+#[derive(Debug)]
+pub struct RelayState {
+    /// The configuration the relay was started with.
+    pub config: Config,
+    /// Registrations and routing.
+    pub router: Router,
+    /// Counters served at `/metrics`.
+    pub metrics: Metrics,
+    /// Limits and buffer sizes for every WebSocket, derived once from `config`.
+    pub websocket: WebSocketConfig,
+}
+
+impl RelayState {
+    /// Fresh state for `config`.
+    pub fn new(config: Config) -> Self {
+        let websocket = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_size.max(64))
+            .write_buffer_size(WRITE_BUFFER_SIZE)
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        Self {
+            config,
+            router: Router::new(),
+            metrics: Metrics::new(),
+            websocket,
+        }
+    }
+}
