@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, trace, warn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -36,6 +37,8 @@ use crate::state::RelayState;
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a Close frame may take to write to a client that is not reading.
 const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Chunk size for discarding input after a desynchronising error.
+const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
 /// How much of a rejected frame is quoted in the log.
 const LOG_PREVIEW_CHARS: usize = 80;
 
@@ -321,7 +324,7 @@ impl Connection {
         match reason {
             CloseReason::Oversize => {
                 let limit = self.state.config.max_message_size;
-                self.close(CloseCode::Size, &format!("message over {limit} bytes"))
+                self.close_desynced(CloseCode::Size, &format!("message over {limit} bytes"))
                     .await;
             }
             CloseReason::InvalidUtf8 => {
@@ -329,7 +332,8 @@ impl Connection {
                     .await;
             }
             CloseReason::ProtocolError => {
-                self.close(CloseCode::Protocol, "protocol error").await;
+                self.close_desynced(CloseCode::Protocol, "protocol error")
+                    .await;
             }
             _ => {}
         }
@@ -377,6 +381,29 @@ impl Connection {
             while let Some(Ok(_)) = self.ws.next().await {}
         };
         let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
+    }
+
+    /// Closes a stream whose framing can no longer be trusted (the rest of an oversize
+    /// frame, or garbage, is still unread): sends the Close frame, half-closes, and
+    /// discards input until the client closes, so it reads the close code instead of a
+    /// reset caused by unread data.
+    async fn close_desynced(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let discard = async {
+            // tungstenite may already have sent a Close for a protocol error.
+            let _ = self.ws.close(Some(frame)).await;
+            let tcp = self.ws.get_mut();
+            if tcp.shutdown().await.is_err() {
+                return;
+            }
+            // On the heap: a buffer in this future would enlarge every connection's task.
+            let mut sink = vec![0u8; DISCARD_BUFFER_SIZE];
+            while let Ok(1..) = tcp.read(&mut sink).await {}
+        };
+        let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, discard).await;
     }
 
     /// Makes this connection unreachable: no key, and an outbox that refuses pushes.

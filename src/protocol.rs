@@ -208,13 +208,33 @@ fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
-/// Re-encodes a non-string JSON value without insignificant whitespace.
+/// A non-string JSON value as compact text: insignificant whitespace removed, and
+/// nothing else changed (key order, number spelling and big integers stay as sent,
+/// which a round trip through `serde_json::Value` would not keep).
 fn compact_json(raw: &RawValue) -> String {
-    // The value came out of a successful parse, so re-parsing it cannot fail; falling
-    // back to the raw text keeps this total without a panic path.
-    serde_json::from_str::<serde_json::Value>(raw.get())
-        .map(|value| value.to_string())
-        .unwrap_or_else(|_| raw.get().to_owned())
+    let text = raw.get();
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            // The text was validated by the parser: outside strings only these four
+            // characters are whitespace.
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -319,7 +339,15 @@ mod tests {
                 payload: r#"{"a":[1,2,{"b":true}]}"#.into()
             })
         );
-        for (message, expected) in [("42", "42"), ("true", "true"), ("[ ]", "[]")] {
+        for (message, expected) in [
+            ("42", "42"),
+            ("true", "true"),
+            ("[ ]", "[]"),
+            ("1e3", "1e3"),
+            ("123456789012345678901234567890", "123456789012345678901234567890"),
+            (r#"{"z": 1, "a": 2}"#, r#"{"z":1,"a":2}"#),
+            (r#"[ "a b", "c\" d", "e\\" , "\\\" f" ]"#, r#"["a b","c\" d","e\\","\\\" f"]"#),
+        ] {
             let text = format!(r#"{{"recipient_uuid":"k","message":{message}}}"#);
             match request(&text).command {
                 Ok(Command::Deliver { payload, .. }) => assert_eq!(payload, expected),

@@ -78,6 +78,8 @@ impl Server {
             match accepted {
                 Ok((tcp, remote)) => {
                     backoff = ACCEPT_BACKOFF_START;
+                    // IPv4 clients of the dual-stack socket log as 1.2.3.4, not ::ffff:1.2.3.4.
+                    let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
                     // Notifications are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
                     let slot = Arc::clone(&slots).try_acquire_owned().ok();

@@ -1,0 +1,348 @@
+//! Helpers shared by the integration tests: a real relay on 127.0.0.1:0 (in-process or
+//! as the real binary), real WebSocket clients, and waits that end at a deadline.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use notify_relay::state::RelayState;
+use notify_relay::{Config, Server};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const GREETING: &str = "..:: Hello from the Notification Center ::..";
+
+/// A relay running inside the test process.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub state: Arc<RelayState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Relay {
+    /// Starts a relay with default settings on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a relay on 127.0.0.1:0 with settings changed by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::loopback_ephemeral();
+        // Test clients that are not being read cannot answer the Close 1001; the drain
+        // itself is tested against the real binary in tests/drain.rs.
+        config.drain_timeout = Duration::from_millis(200);
+        tune(&mut config);
+        let server = Server::bind(config).expect("bind 127.0.0.1:0");
+        let addr = server.local_addr().expect("local addr");
+        let state = server.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Relay {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Connects a client and reads its greeting.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    /// Connects a client registered under `key` (confirmed by an id reply).
+    pub async fn registered(&self, key: &str) -> Client {
+        let mut client = self.client().await;
+        client.register(key).await;
+        client
+    }
+
+    /// Triggers the drain and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        timeout(DEADLINE * 2, &mut self.task)
+            .await
+            .expect("relay stops before the deadline")
+            .expect("relay task")
+            .expect("relay run");
+    }
+
+    /// An HTTP GET on the relay's port: (status, content type, body).
+    pub async fn get(&self, path: &str) -> (u16, String, String) {
+        http_request(self.addr, "GET", path).await
+    }
+}
+
+/// Waits until `condition` holds, checking after every scheduler turn and at least every
+/// few milliseconds, and fails the test at the deadline.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let waited = timeout(DEADLINE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for: {what}");
+}
+
+/// Fails the test if `future` does not finish before the deadline.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to `url` and checks the greeting.
+    pub async fn connect(url: &str) -> Self {
+        let mut client = Self::connect_raw(url).await;
+        assert_eq!(client.recv_text().await, GREETING);
+        client
+    }
+
+    /// Connects without reading the greeting.
+    pub async fn connect_raw(url: &str) -> Self {
+        let (ws, _) = within("connect", connect_async(url))
+            .await
+            .expect("websocket handshake");
+        Client { ws, next_id: 0 }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        let text: String = text.into();
+        within("send", self.ws.send(Message::text(text)))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        within("send", self.ws.send(Message::binary(data)))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Registers under `key` and waits for the relay to confirm it.
+    pub async fn register(&mut self, key: &str) {
+        let reply = self
+            .request(json!({"recipient_uuid": key, "message": "connected"}))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+
+    /// Sends `frame` with a fresh id and returns the reply (the next frame received).
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("req-{}", self.next_id);
+        frame["id"] = json!(id);
+        self.send_json(frame).await;
+        let reply = self.recv_json().await;
+        assert_eq!(reply["id"], json!(id), "reply to the wrong request: {reply}");
+        reply
+    }
+
+    /// Sends a message to `key` and returns how many connections it was handed to.
+    pub async fn deliver(&mut self, key: &str, message: Value) -> u64 {
+        let reply = self
+            .request(json!({"recipient_uuid": key, "message": message}))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        reply["delivered"].as_u64().expect("delivered count")
+    }
+
+    /// The next data frame, which must be text (control frames are handled underneath).
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let message = within("a frame", self.ws.next())
+                .await
+                .expect("connection open")
+                .expect("frame");
+            match message {
+                Message::Text(text) => return text.as_str().to_owned(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Reads until the relay's Close frame, then on to the end of the stream as a real
+    /// client does (which lets the relay finish its side), and returns the close code.
+    pub async fn expect_close(&mut self) -> CloseCode {
+        loop {
+            match within("close", self.ws.next()).await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    while let Some(Ok(_)) = within("end of stream", self.ws.next()).await {}
+                    return frame.code;
+                }
+                Some(Ok(Message::Close(None))) => panic!("close without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed before a Close frame: {e}"),
+                None => panic!("connection ended before a Close frame"),
+            }
+        }
+    }
+
+    /// Proves the connection is open and served: a request round-trips.
+    pub async fn assert_alive(&mut self) {
+        let reply = self
+            .request(json!({"recipient_uuid": "nobody-here", "message": "ping"}))
+            .await;
+        assert_eq!(reply["ok"], true);
+    }
+}
+
+/// A minimal HTTP/1.1 GET through hyper's client connection.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    let tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = within("http response", sender.send_request(request))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, content_type, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of one series in a `/metrics` text, e.g. `notify_relay_keys`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// The real `notify-relay` binary, started on 127.0.0.1 with an OS-chosen port.
+pub struct RelayProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelayProcess {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_notify-relay"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn notify-relay");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = addr_tx.send(addr.trim().to_owned());
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(DEADLINE)
+            .expect("relay printed its address")
+            .parse()
+            .expect("socket address");
+        RelayProcess { child, addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "relay did not exit within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
