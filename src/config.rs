@@ -168,7 +168,8 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        let c = Config::try_parse_from(["notify-relay", "--ping-interval", "250ms"]).expect("parses");
+        let c =
+            Config::try_parse_from(["notify-relay", "--ping-interval", "250ms"]).expect("parses");
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["notify-relay", "--ping-timeout", "soon"]).is_err());
     }

@@ -77,6 +77,7 @@ pub async fn serve(
         Err(reason) => reason,
     };
 
+    // Unreachable and counted first; the close handshake may take a while.
     connection.release();
     let metrics = &connection.state.metrics;
     metrics.connections.dec();
@@ -87,6 +88,7 @@ pub async fn serve(
         }
         _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
     }
+    connection.close_for(reason).await;
 }
 
 struct Connection {
@@ -117,15 +119,12 @@ impl Connection {
         let peer = Arc::clone(&self.peer);
         loop {
             tokio::select! {
-                () = &mut shutdown => {
-                    self.close(CloseCode::Away, "server shutting down").await;
-                    return Err(CloseReason::Shutdown);
-                }
+                () = &mut shutdown => return Err(CloseReason::Shutdown),
                 () = peer.outbox.ready() => self.write_queued().await?,
                 frame = self.ws.next() => match frame {
                     None => return Ok(()),
                     Some(Ok(message)) => self.on_message(message).await?,
-                    Some(Err(error)) => return Err(self.on_read_error(error).await),
+                    Some(Err(error)) => return Err(self.read_error(error)),
                 },
                 () = &mut timer => {
                     match self.heartbeat.on_deadline(Instant::now()) {
@@ -133,10 +132,7 @@ impl Connection {
                             trace!("conn {} ping", self.peer.id);
                             self.write_with_deadline(Some(Message::Ping(Default::default()))).await?;
                         }
-                        Beat::TimedOut => {
-                            self.close(CloseCode::Error, "keepalive ping timeout").await;
-                            return Err(CloseReason::PingTimeout);
-                        }
+                        Beat::TimedOut => return Err(CloseReason::PingTimeout),
                         Beat::Wait => {}
                     }
                     timer.as_mut().reset(self.heartbeat.deadline());
@@ -265,7 +261,7 @@ impl Connection {
     async fn write_queued(&mut self) -> Ended {
         let frames = match self.peer.outbox.take() {
             Drained::Frames(frames) => frames,
-            Drained::Overflowed => return Err(self.close_slow_consumer().await),
+            Drained::Overflowed => return Err(CloseReason::SlowConsumer),
         };
         if frames.is_empty() {
             return Ok(());
@@ -288,7 +284,7 @@ impl Connection {
         let limit = self.state.config.ping_timeout;
         match race_write(limit, write, overflowed).await {
             Ok(()) => Ok(()),
-            Err(WriteFailure::Stalled) => Err(self.close_slow_consumer().await),
+            Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
             Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
         }
     }
@@ -306,38 +302,39 @@ impl Connection {
         };
         match race_write(limit, write, std::future::pending()).await {
             Ok(()) => Ok(()),
-            Err(WriteFailure::Stalled) => Err(self.close_slow_consumer().await),
+            Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
             Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
         }
     }
 
-    async fn close_slow_consumer(&mut self) -> CloseReason {
-        // Stop taking messages for it at once, before the (possibly stalled) close.
-        self.release();
-        let close = self.close(CloseCode::Policy, "slow consumer: outgoing queue full");
-        let _ = timeout(SLOW_CLOSE_TIMEOUT, close).await;
-        CloseReason::SlowConsumer
-    }
-
-    async fn on_read_error(&mut self, error: WsError) -> CloseReason {
-        let reason = self.read_error(error);
+    /// Ends the connection the way `reason` calls for: the close code PROTOCOL.md and
+    /// RFC 6455 give it, within a bounded time.
+    async fn close_for(&mut self, reason: CloseReason) {
         match reason {
+            CloseReason::ClientClose | CloseReason::Reset => {}
+            CloseReason::Shutdown => self.close(CloseCode::Away, "server shutting down").await,
+            CloseReason::PingTimeout => {
+                self.close(CloseCode::Error, "keepalive ping timeout").await
+            }
+            CloseReason::SlowConsumer => {
+                // The client is not reading, so even the Close frame may not get through.
+                let close = self.close(CloseCode::Policy, "slow consumer: outgoing queue full");
+                let _ = timeout(SLOW_CLOSE_TIMEOUT, close).await;
+            }
             CloseReason::Oversize => {
                 let limit = self.state.config.max_message_size;
-                self.close_desynced(CloseCode::Size, &format!("message over {limit} bytes"))
-                    .await;
+                let reason = format!("message over {limit} bytes");
+                self.close_desynced(CloseCode::Size, &reason).await;
             }
             CloseReason::InvalidUtf8 => {
                 self.close(CloseCode::Invalid, "text frame is not valid UTF-8")
-                    .await;
+                    .await
             }
             CloseReason::ProtocolError => {
                 self.close_desynced(CloseCode::Protocol, "protocol error")
-                    .await;
+                    .await
             }
-            _ => {}
         }
-        reason
     }
 
     /// Classifies a socket error into why the connection ends.

@@ -138,16 +138,27 @@ impl Routes {
     fn upgrade(&self, mut request: Request<Incoming>) -> Response<Body> {
         let headers = request.headers();
         if request.method() != Method::GET {
-            return text(StatusCode::BAD_REQUEST, "WebSocket handshake must use GET\n");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "WebSocket handshake must use GET\n",
+            );
         }
         if !has_token(headers, header::CONNECTION, "upgrade") {
             return text(StatusCode::BAD_REQUEST, "missing Connection: upgrade\n");
         }
-        if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-            let mut response = text(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version\n");
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            let mut response = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported WebSocket version\n",
+            );
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
             return response;
         }
         let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
@@ -155,7 +166,11 @@ impl Routes {
         };
         let accept = derive_accept_key(key.as_bytes());
 
-        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
@@ -242,7 +257,10 @@ mod tests {
     #[test]
     fn header_tokens() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         headers.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
         assert!(has_token(&headers, header::CONNECTION, "upgrade"));
         assert!(wants_websocket(&headers));

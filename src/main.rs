@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -41,7 +44,10 @@ async fn serve(config: Config) -> io::Result<()> {
         // A second signal means "now": skip the rest of the drain.
         tokio::spawn(async move {
             if let Some(signal) = signals.next().await {
-                warn!("received {} again: exiting without draining", signal_name(signal));
+                warn!(
+                    "received {} again: exiting without draining",
+                    signal_name(signal)
+                );
                 std::process::exit(1);
             }
         });

@@ -204,7 +204,11 @@ impl Metrics {
         );
         let dropped = DropReason::ALL
             .iter()
-            .map(|r| dropped_family.get_or_create(&vec![("reason", r.as_str())]).clone())
+            .map(|r| {
+                dropped_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
             .collect();
         let closed_family = Family::<Labels, Counter>::default();
         registry.register(
@@ -214,7 +218,11 @@ impl Metrics {
         );
         let closed = CloseReason::ALL
             .iter()
-            .map(|r| closed_family.get_or_create(&vec![("reason", r.as_str())]).clone())
+            .map(|r| {
+                closed_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
             .collect();
         Self {
             registry,

@@ -170,7 +170,10 @@ pub fn parse(text: &str, max_key_len: usize) -> Frame<'_> {
 }
 
 fn is_string_or_number(raw: &RawValue) -> bool {
-    matches!(raw.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+    matches!(
+        raw.get().as_bytes().first(),
+        Some(b'"' | b'-' | b'0'..=b'9')
+    )
 }
 
 fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a>, Rejection> {
@@ -344,9 +347,15 @@ mod tests {
             ("true", "true"),
             ("[ ]", "[]"),
             ("1e3", "1e3"),
-            ("123456789012345678901234567890", "123456789012345678901234567890"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
             (r#"{"z": 1, "a": 2}"#, r#"{"z":1,"a":2}"#),
-            (r#"[ "a b", "c\" d", "e\\" , "\\\" f" ]"#, r#"["a b","c\" d","e\\","\\\" f"]"#),
+            (
+                r#"[ "a b", "c\" d", "e\\" , "\\\" f" ]"#,
+                r#"["a b","c\" d","e\\","\\\" f"]"#,
+            ),
         ] {
             let text = format!(r#"{{"recipient_uuid":"k","message":{message}}}"#);
             match request(&text).command {
@@ -379,18 +388,36 @@ mod tests {
         let cases = [
             (r#"{}"#, Rejection::MissingRecipient),
             (r#"{"message":"x"}"#, Rejection::MissingRecipient),
-            (r#"{"recipient_uuid":null,"message":"x"}"#, Rejection::MissingRecipient),
-            (r#"{"recipient_uuid":5,"message":"x"}"#, Rejection::RecipientNotString),
-            (r#"{"recipient_uuid":"","message":"x"}"#, Rejection::EmptyKey),
+            (
+                r#"{"recipient_uuid":null,"message":"x"}"#,
+                Rejection::MissingRecipient,
+            ),
+            (
+                r#"{"recipient_uuid":5,"message":"x"}"#,
+                Rejection::RecipientNotString,
+            ),
+            (
+                r#"{"recipient_uuid":"","message":"x"}"#,
+                Rejection::EmptyKey,
+            ),
             (r#"{"recipient_uuid":"k"}"#, Rejection::MissingMessage),
-            (r#"{"recipient_uuid":"k","message":null}"#, Rejection::MissingMessage),
+            (
+                r#"{"recipient_uuid":"k","message":null}"#,
+                Rejection::MissingMessage,
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(request(text).command, Err(expected), "{text}");
         }
-        let long = format!(r#"{{"recipient_uuid":"{}","message":"x"}}"#, "k".repeat(MAX + 1));
+        let long = format!(
+            r#"{{"recipient_uuid":"{}","message":"x"}}"#,
+            "k".repeat(MAX + 1)
+        );
         assert_eq!(request(&long).command, Err(Rejection::KeyTooLong));
-        let exact = format!(r#"{{"recipient_uuid":"{}","message":"x"}}"#, "k".repeat(MAX));
+        let exact = format!(
+            r#"{{"recipient_uuid":"{}","message":"x"}}"#,
+            "k".repeat(MAX)
+        );
         assert!(request(&exact).command.is_ok());
     }
 

@@ -159,7 +159,10 @@ fn listen(config: &Config) -> io::Result<std::net::TcpListener> {
         let host = config
             .host
             .map_or_else(|| "all interfaces".to_owned(), |ip| ip.to_string());
-        io::Error::new(e.kind(), format!("cannot listen on {host} port {port}: {e}"))
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {host} port {port}: {e}"),
+        )
     })
 }
 

@@ -75,7 +75,11 @@ async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     let relay = Relay::start().await;
     let mut bystander = relay.registered("bystander").await;
     let mut client = relay.client().await;
-    write_raw(&mut client, &raw_frame(OpCode::Data(Data::Text), b"\xff\xfe{", true)).await;
+    write_raw(
+        &mut client,
+        &raw_frame(OpCode::Data(Data::Text), b"\xff\xfe{", true),
+    )
+    .await;
     assert_eq!(client.expect_close().await, CloseCode::Invalid);
     common::eventually("invalid utf-8 counted", || {
         relay.state.metrics.closed_count(CloseReason::InvalidUtf8) == 1
@@ -90,7 +94,11 @@ async fn unmasked_client_frame_closes_with_1002() {
     let relay = Relay::start().await;
     let mut bystander = relay.registered("bystander").await;
     let mut client = relay.client().await;
-    write_raw(&mut client, &raw_frame(OpCode::Data(Data::Text), b"{}", false)).await;
+    write_raw(
+        &mut client,
+        &raw_frame(OpCode::Data(Data::Text), b"{}", false),
+    )
+    .await;
     assert_eq!(client.expect_close().await, CloseCode::Protocol);
     drop(client);
     common::eventually("protocol error counted", || {
@@ -132,8 +140,14 @@ async fn bad_keys_are_rejected_and_the_connection_stays_open() {
     client.send_json(json!({"recipient_uuid": "k"})).await;
     client.register(&"k".repeat(max)).await;
     let metrics = &relay.state.metrics;
-    assert_eq!(metrics.dropped_count(DropReason::Rejected(Rejection::KeyTooLong)), 2);
-    assert_eq!(metrics.dropped_count(DropReason::Rejected(Rejection::EmptyKey)), 1);
+    assert_eq!(
+        metrics.dropped_count(DropReason::Rejected(Rejection::KeyTooLong)),
+        2
+    );
+    assert_eq!(
+        metrics.dropped_count(DropReason::Rejected(Rejection::EmptyKey)),
+        1
+    );
     assert_eq!(
         metrics.dropped_count(DropReason::Rejected(Rejection::MissingMessage)),
         1
@@ -176,7 +190,10 @@ async fn a_client_vanishing_mid_frame_is_cleaned_up() {
     .await;
     let (_, _, text) = relay.get("/metrics").await;
     assert_eq!(
-        metric(&text, "notify_relay_connections_closed_total{reason=\"reset\"}"),
+        metric(
+            &text,
+            "notify_relay_connections_closed_total{reason=\"reset\"}"
+        ),
         1.0
     );
     assert_bystander_served(&relay, &mut bystander).await;

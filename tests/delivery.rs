@@ -103,7 +103,11 @@ async fn many_senders_interleave_but_each_keeps_its_order() {
         let text = receiver.recv_text().await;
         let (s, i) = text.split_once(':').expect("s:i");
         let s: usize = s.parse().expect("sender");
-        assert_eq!(i.parse::<u32>().expect("index"), next[s], "sender {s} out of order");
+        assert_eq!(
+            i.parse::<u32>().expect("index"),
+            next[s],
+            "sender {s} out of order"
+        );
         next[s] += 1;
     }
     for task in tasks {

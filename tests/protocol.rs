@@ -66,7 +66,10 @@ async fn a_connection_can_message_itself() {
         .await;
     // The message is queued while the frame is handled, before the frame's reply.
     assert_eq!(client.recv_text().await, "to myself");
-    assert_eq!(client.recv_text().await, r#"{"id":1,"ok":true,"delivered":1}"#);
+    assert_eq!(
+        client.recv_text().await,
+        r#"{"id":1,"ok":true,"delivered":1}"#
+    );
     relay.stop().await;
 }
 
@@ -140,8 +143,14 @@ async fn plain_text_and_bad_json_are_ignored_and_the_connection_stays_usable() {
     assert_eq!(client.deliver("k", json!("still works")).await, 1);
     assert_eq!(receiver.recv_text().await, "still works");
     let metrics = &relay.state.metrics;
-    assert_eq!(metrics.dropped_count(DropReason::Ignored(Ignored::NotJson)), 5);
-    assert_eq!(metrics.dropped_count(DropReason::Ignored(Ignored::BadJson)), 3);
+    assert_eq!(
+        metrics.dropped_count(DropReason::Ignored(Ignored::NotJson)),
+        5
+    );
+    assert_eq!(
+        metrics.dropped_count(DropReason::Ignored(Ignored::BadJson)),
+        3
+    );
     let (_, _, text) = relay.get("/metrics").await;
     assert_eq!(
         metric(

@@ -14,7 +14,10 @@ async fn delivery_reply_counts_live_connections() {
     sender
         .send_json(json!({"id": 7, "recipient_uuid": "k", "message": "m"}))
         .await;
-    assert_eq!(sender.recv_text().await, r#"{"id":7,"ok":true,"delivered":2}"#);
+    assert_eq!(
+        sender.recv_text().await,
+        r#"{"id":7,"ok":true,"delivered":2}"#
+    );
     sender
         .send_json(json!({"id": "abc", "recipient_uuid": "none", "message": "m"}))
         .await;
@@ -64,9 +67,18 @@ async fn rejected_frames_get_an_error_reply() {
     let long_key = "k".repeat(relay.state.config.max_key_length + 1);
     let cases = [
         (json!({"message": "m"}), "missing recipient_uuid"),
-        (json!({"recipient_uuid": 5, "message": "m"}), "recipient_uuid must be a string"),
-        (json!({"recipient_uuid": "", "message": "m"}), "recipient_uuid must not be empty"),
-        (json!({"recipient_uuid": long_key, "message": "m"}), "recipient_uuid is too long"),
+        (
+            json!({"recipient_uuid": 5, "message": "m"}),
+            "recipient_uuid must be a string",
+        ),
+        (
+            json!({"recipient_uuid": "", "message": "m"}),
+            "recipient_uuid must not be empty",
+        ),
+        (
+            json!({"recipient_uuid": long_key, "message": "m"}),
+            "recipient_uuid is too long",
+        ),
         (json!({"recipient_uuid": "k"}), "missing message"),
     ];
     for (frame, error) in cases {

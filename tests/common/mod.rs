@@ -170,7 +170,11 @@ impl Client {
         frame["id"] = json!(id);
         self.send_json(frame).await;
         let reply = self.recv_json().await;
-        assert_eq!(reply["id"], json!(id), "reply to the wrong request: {reply}");
+        assert_eq!(
+            reply["id"],
+            json!(id),
+            "reply to the wrong request: {reply}"
+        );
         reply
     }
 
@@ -258,8 +262,17 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, S
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    (status, content_type, String::from_utf8_lossy(&body).into_owned())
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// The value of one series in a `/metrics` text, e.g. `notify_relay_keys`.

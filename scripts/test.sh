@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests of every crate.
+# Installs what the tests need when it is missing, so it passes on a fresh machine that
+# has only the Rust toolchain (Debian packages through apt-get, Python packages via pip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real: Python (websockets clients), Chromium
+# (examples/example.html), nginx, supervisord and systemd-analyze (deployment kits).
+missing=()
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v supervisord >/dev/null || missing+=(supervisor)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Python websockets library (>= 13 for its asyncio client API).
+if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
+  echo "installing: websockets (pip)"
+  python3 -m pip install -q 'websockets>=13' 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages 'websockets>=13'
+fi
+
+# playwright-core drives the system Chromium (it never downloads a browser).
+if [ ! -d tests/browser/node_modules/playwright-core ] && [ -f tests/browser/package.json ]; then
+  echo "installing: playwright-core (npm)"
+  (cd tests/browser && npm install --silent --no-audit --no-fund)
+fi
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,71 @@
+//! Graceful drain of the real binary: SIGTERM/SIGINT send Close 1001 to every client
+//! and the process exits 0 before the drain deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, RelayProcess};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn drain_with(signal: &str) {
+    let mut relay = RelayProcess::spawn(&["--drain-timeout", "5s"]);
+    let mut readers = Vec::new();
+    for i in 0..5 {
+        let mut client = Client::connect(&relay.url()).await;
+        client.register(&format!("client-{i}")).await;
+        readers.push(tokio::spawn(async move { client.expect_close().await }));
+    }
+    let started = Instant::now();
+    relay.signal(signal);
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader"), CloseCode::Away);
+    }
+    let code = relay.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "log:\n{}", relay.log_text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(relay.log_text().contains("draining"));
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    drain_with("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_drains_the_same_way() {
+    drain_with("INT").await;
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_the_close_is_cut_at_the_drain_deadline() {
+    let mut relay = RelayProcess::spawn(&["--drain-timeout", "1s"]);
+    // Registered, then never read again: it cannot answer the Close.
+    let mut stubborn = Client::connect(&relay.url()).await;
+    stubborn.register("stubborn").await;
+    let started = Instant::now();
+    relay.signal("TERM");
+    let code = relay.wait_exit(Duration::from_secs(4));
+    assert_eq!(code, Some(0), "log:\n{}", relay.log_text());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(relay.log_text().contains("drain timeout passed"));
+    // It did get the Close 1001 first.
+    match common::within("close frame", stubborn.ws.next()).await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Away)
+        }
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_listener_closes_at_once_on_sigterm() {
+    let mut relay = RelayProcess::spawn(&["--drain-timeout", "5s"]);
+    let mut holder = Client::connect(&relay.url()).await;
+    relay.signal("TERM");
+    // The holder reads its Close and answers; by then nobody can connect any more.
+    assert_eq!(holder.expect_close().await, CloseCode::Away);
+    assert!(tokio::net::TcpStream::connect(relay.addr).await.is_err());
+    assert_eq!(relay.wait_exit(Duration::from_secs(5)), Some(0));
+}

@@ -1,0 +1,54 @@
+//! Keep-alive: Pings at the configured interval; an unanswered Ping closes with 1011.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Relay;
+use futures_util::StreamExt;
+use notify_relay::metrics::CloseReason;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn fast_heartbeat_relay() -> Relay {
+    Relay::start_with(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.ping_timeout = Duration::from_millis(300);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_connected() {
+    let relay = fast_heartbeat_relay().await;
+    let mut client = relay.registered("alive").await;
+    // Reading answers each Ping (tungstenite queues the Pong). Five Pings span more
+    // than one timeout, so an answered connection provably survives it.
+    let mut pings = 0;
+    while pings < 5 {
+        match common::within("a ping", client.ws.next()).await {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    client.assert_alive().await;
+    assert_eq!(
+        relay.state.metrics.closed_count(CloseReason::PingTimeout),
+        0
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_is_closed_with_1011() {
+    let relay = fast_heartbeat_relay().await;
+    let mut silent = relay.registered("silent").await;
+    // Not reading means not answering Pings.
+    common::eventually("ping timeout", || {
+        relay.state.metrics.closed_count(CloseReason::PingTimeout) == 1
+    })
+    .await;
+    assert_eq!(relay.state.router.key_count(), 0, "key released");
+    assert_eq!(silent.expect_close().await, CloseCode::Error);
+    relay.stop().await;
+}

@@ -1,0 +1,165 @@
+//! Compatibility with the clients users already have: the Python `websockets` library
+//! (examples/python, written as for the original server) and `python -m websockets`.
+//! The test command installs `websockets`; these tests fail, not skip, without it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{RelayProcess, DEADLINE, GREETING};
+
+const PYTHON: &str = "python3";
+
+fn example(name: &str) -> String {
+    format!("{}/examples/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reads a child's stdout lines into a channel, so waits can have a deadline.
+fn lines_of(stdout: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns every line read up to it.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no line containing {needle:?}; saw {seen:?}"),
+        }
+    }
+}
+
+fn keys_registered(relay: &RelayProcess) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_, _, text) = rt.block_on(common::http_request(relay.addr, "GET", "/metrics"));
+    common::metric(&text, "notify_relay_keys") as usize
+}
+
+fn wait_until_registered(relay: &RelayProcess, keys: usize) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while keys_registered(relay) < keys {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listener never registered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn python_websockets_producer_and_listener_talk_through_the_relay() {
+    let relay = RelayProcess::spawn(&[]);
+    let mut listener = Command::new(PYTHON)
+        .args([
+            &example("listener.py"),
+            "receiver-uuid",
+            "--url",
+            &relay.url(),
+        ])
+        .args(["--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs (the test command installs websockets)");
+    let lines = lines_of(listener.stdout.take().expect("stdout"));
+    wait_until_registered(&relay, 1);
+
+    // The original client.py way: fire and forget.
+    let status = Command::new(PYTHON)
+        .args([
+            &example("producer.py"),
+            "receiver-uuid",
+            "héllo wörld",
+            "--url",
+            &relay.url(),
+        ])
+        .status()
+        .expect("producer runs");
+    assert!(status.success());
+    wait_for_line(&lines, "héllo wörld");
+
+    // With the opt-in confirmation.
+    let output = Command::new(PYTHON)
+        .args([
+            &example("producer.py"),
+            "receiver-uuid",
+            "second",
+            "--url",
+            &relay.url(),
+        ])
+        .arg("--confirm")
+        .output()
+        .expect("producer runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("delivered to 1 connection"));
+    wait_for_line(&lines, "second");
+    assert!(listener.wait().expect("listener exits").success());
+
+    // Nobody registered: the confirming producer says so with exit code 2.
+    let status = Command::new(PYTHON)
+        .args([
+            &example("producer.py"),
+            "nobody",
+            "x",
+            "--url",
+            &relay.url(),
+            "--confirm",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("producer runs");
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn python_m_websockets_interactive_client_smoke_test() {
+    let relay = RelayProcess::spawn(&[]);
+    let mut client = Command::new(PYTHON)
+        .args(["-m", "websockets", &relay.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 -m websockets runs");
+    let lines = lines_of(client.stdout.take().expect("stdout"));
+    wait_for_line(&lines, GREETING);
+    let mut stdin = client.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        r#"{{"recipient_uuid": "smoke", "message": "connected"}}"#
+    )
+    .expect("write");
+    writeln!(
+        stdin,
+        r#"{{"recipient_uuid": "smoke", "message": "hello from stdin"}}"#
+    )
+    .expect("write");
+    stdin.flush().expect("flush");
+    wait_for_line(&lines, "< hello from stdin");
+    // End of input closes the connection cleanly.
+    drop(stdin);
+    assert!(client.wait().expect("client exits").success());
+}
