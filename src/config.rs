@@ -30,9 +30,10 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// How long a graceful shutdown waits for connections to close.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read buffer per connection: small, because idle connections dominate (a 1 MiB
-/// message still fits: the buffer grows for it).
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 1024;
+/// Read buffer per connection: small, because idle connections dominate. A 1 MiB
+/// message still fits (the buffer grows for it), and a peer sending in bulk reads
+/// through a larger buffer lent for the burst (see `read_ahead`).
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
 
 /// How the relay is run. See `notify-relay --help`.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]

@@ -17,6 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, trace, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -30,6 +31,7 @@ use crate::heartbeat::{Beat, Heartbeat};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
 use crate::protocol::{self, Command, Frame, Rejection, Reply};
+use crate::read_ahead::ReadAhead;
 use crate::registry::Peer;
 use crate::state::RelayState;
 
@@ -42,16 +44,25 @@ const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
 /// How much of a rejected frame is quoted in the log.
 const LOG_PREVIEW_CHARS: usize = 80;
 
+/// The socket of a WebSocket connection.
+pub type Socket = ReadAhead<TcpStream>;
+
 /// A connection that ends with a reason.
 type Ended = Result<(), CloseReason>;
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(
-    ws: WebSocketStream<TcpStream>,
+/// Serves one upgraded WebSocket until it closes. `slot` (the connection's share of
+/// `max_connections`) is held until the socket is closed.
+///
+/// A plain function returning the task's future, so the socket is stored once in that
+/// future (inside the [`Connection`]), not once as an argument and again as a field:
+/// this future is most of what an idle connection costs.
+pub fn serve(
+    ws: WebSocketStream<Socket>,
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
-) {
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
     let mut connection = Connection {
         peer: Peer::new(state.config.outbox_limits()),
         heartbeat: Heartbeat::new(
@@ -62,33 +73,21 @@ pub async fn serve(
         key: None,
         ws,
         state,
+        _slot: slot,
     };
-    let metrics = &connection.state.metrics;
-    metrics.connections.inc();
-    metrics.connections_opened.inc();
-    // The original identified an unregistered connection as tmp_<uuid>; it is only a
-    // name for the logs here, since unregistered connections are never routable.
-    let tmp_key = Uuid::new_v4();
-    let id = connection.peer.id;
-    info!("conn {id} connected from {remote} as tmp_{tmp_key}");
-
-    let reason = match connection.run(shutdown).await {
-        Ok(()) => CloseReason::ClientClose,
-        Err(reason) => reason,
-    };
-
-    // Unreachable and counted first; the close handshake may take a while.
-    connection.release();
-    let metrics = &connection.state.metrics;
-    metrics.connections.dec();
-    metrics.closed(reason);
-    match reason {
-        CloseReason::ClientClose | CloseReason::Reset | CloseReason::Shutdown => {
-            info!("conn {id} closed ({})", reason.as_str())
-        }
-        _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
+    // An async block that uses `connection` in place: an `async fn` taking it by value
+    // would store it twice (rust-lang/rust#62958).
+    async move {
+        connection.opened(remote);
+        let reason = match connection.run(shutdown).await {
+            Ok(()) => CloseReason::ClientClose,
+            Err(reason) => reason,
+        };
+        connection.ended(reason);
+        // Boxed, like the write paths below: an await point's state is part of every
+        // connection's task, idle or not, so rarely-taken paths keep theirs on the heap.
+        Box::pin(connection.close_for(reason)).await;
     }
-    connection.close_for(reason).await;
 }
 
 struct Connection {
@@ -99,12 +98,43 @@ struct Connection {
     /// The key this connection is registered under: the reverse map, one entry.
     key: Option<Box<str>>,
     /// The socket.
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
     state: Arc<RelayState>,
+    /// This connection's share of `max_connections`, released when it is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
+    fn opened(&self, remote: SocketAddr) {
+        let metrics = &self.state.metrics;
+        metrics.connections.inc();
+        metrics.connections_opened.inc();
+        // The original identified an unregistered connection as tmp_<uuid>; it is only
+        // a name for the logs here, since unregistered connections are never routable.
+        info!(
+            "conn {} connected from {remote} as tmp_{}",
+            self.peer.id,
+            Uuid::new_v4()
+        );
+    }
+
+    /// Makes the connection unreachable and counts it, before the (possibly slow)
+    /// close handshake.
+    fn ended(&mut self, reason: CloseReason) {
+        self.release();
+        let metrics = &self.state.metrics;
+        metrics.connections.dec();
+        metrics.closed(reason);
+        let id = self.peer.id;
+        match reason {
+            CloseReason::ClientClose | CloseReason::Reset | CloseReason::Shutdown => {
+                info!("conn {id} closed ({})", reason.as_str())
+            }
+            _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
+        }
+    }
+
     async fn run(&mut self, shutdown: CancellationToken) -> Ended {
         let greeting = Message::text(self.state.config.greeting.as_str());
         self.ws
@@ -259,6 +289,9 @@ impl Connection {
     /// Writes everything queued in the outbox with one flush, or closes the connection
     /// when the outbox overflowed (slow consumer).
     async fn write_queued(&mut self) -> Ended {
+        // One scheduler pass before draining: under load the producers running in it
+        // add to this batch (fewer, larger writes); when idle it costs microseconds.
+        tokio::task::yield_now().await;
         let frames = match self.peer.outbox.take() {
             Drained::Frames(frames) => frames,
             Drained::Overflowed => return Err(CloseReason::SlowConsumer),
@@ -282,7 +315,7 @@ impl Connection {
             }
         };
         let limit = self.state.config.ping_timeout;
-        match race_write(limit, write, overflowed).await {
+        match Box::pin(race_write(limit, write, overflowed)).await {
             Ok(()) => Ok(()),
             Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
             Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
@@ -300,7 +333,7 @@ impl Connection {
             }
             ws.flush().await
         };
-        match race_write(limit, write, std::future::pending()).await {
+        match Box::pin(race_write(limit, write, std::future::pending())).await {
             Ok(()) => Ok(()),
             Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
             Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
@@ -392,7 +425,7 @@ impl Connection {
         let discard = async {
             // tungstenite may already have sent a Close for a protocol error.
             let _ = self.ws.close(Some(frame)).await;
-            let tcp = self.ws.get_mut();
+            let tcp = self.ws.get_mut().get_mut();
             if tcp.shutdown().await.is_err() {
                 return;
             }

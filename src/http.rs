@@ -26,8 +26,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection;
+use crate::connection::{self, Socket};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::read_ahead::ReadAhead;
 use crate::state::RelayState;
 
 /// A client must finish sending request headers within this time (slowloris guard).
@@ -175,13 +176,20 @@ impl Routes {
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
         let remote = self.remote;
+        let Some(slot) = slot else {
+            // A keep-alive connection asking to upgrade a second time: impossible after
+            // a successful upgrade, since hyper hands the socket over.
+            return text(StatusCode::BAD_REQUEST, "already upgraded\n");
+        };
+        let tracker = self.tracker.clone();
+        // The handshake's state lives in this short task; the connection gets a task of
+        // its own holding only what it needs for its whole life.
         self.tracker.spawn(async move {
-            let _slot = slot;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = state.websocket;
                     if let Some(ws) = into_websocket(upgraded, config).await {
-                        connection::serve(ws, remote, state, shutdown).await;
+                        tracker.spawn(connection::serve(ws, remote, state, shutdown, slot));
                     }
                 }
                 Err(error) => debug!("upgrade from {remote} failed: {error}"),
@@ -205,10 +213,10 @@ impl Routes {
 async fn into_websocket(
     upgraded: Upgraded,
     config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
-) -> Option<WebSocketStream<TcpStream>> {
+) -> Option<WebSocketStream<Socket>> {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let tcp = parts.io.into_inner();
+            let tcp = ReadAhead::new(parts.io.into_inner());
             let ws = if parts.read_buf.is_empty() {
                 WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config)).await
             } else {

@@ -13,6 +13,7 @@
 //! - [`router`]: the narrow interface connections register and route through.
 //! - [`registry`]: keys to live connections, sharded; cleanup in O(1).
 //! - [`outbox`]: each connection's bounded outgoing queue.
+//! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
 //! - [`metrics`]: the Prometheus series.
 //! - [`state`]: what all tasks share.
@@ -27,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod read_ahead;
 pub mod registry;
 pub mod router;
 pub mod server;

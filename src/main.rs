@@ -11,6 +11,11 @@ use notify_relay::{Config, Server};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
+/// jemalloc: measured against glibc malloc and mimalloc (docs/BENCHMARKS.md), it costs
+/// the least memory per idle connection and the least CPU per routed message.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

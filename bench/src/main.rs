@@ -1,1 +1,99 @@
-fn main() {}
+//! notify-relay-bench: a load generator for any server that speaks the notify-relay
+//! protocol (PROTOCOL.md Part 1 only, so the Python original can be measured too).
+//!
+//! Loopback only: it refuses targets that are not on this machine. Every run is bounded
+//! in count and by `--max-time`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod report;
+mod scenario;
+mod server_stats;
+mod target;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use scenario::Context;
+use server_stats::ServerProcess;
+use target::Target;
+
+/// Load generator for WebSocket notification relays (loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "notify-relay-bench", version)]
+struct Cli {
+    /// The relay's URL; must resolve to loopback (127.0.0.0/8 or ::1).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8765/")]
+    url: String,
+    /// The relay's process id: adds its CPU time per message and its RSS.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Print one JSON object per run instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Upper bound on the run's measured phase.
+    #[arg(long, global = true, default_value = "120s", value_parser = humantime::parse_duration)]
+    max_time: Duration,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Closed loop: delivered messages per second, loss and latency.
+    Throughput(scenario::throughput::Params),
+    /// Open loop at a fixed rate: latency percentiles from the actual send time.
+    Latency(scenario::latency::Params),
+    /// Many idle registered connections: server memory per connection.
+    Idle(scenario::idle::Params),
+    /// Many connections under one key: deliveries per second.
+    Fanout(scenario::fanout::Params),
+    /// Connect/disconnect cycles: does server memory creep?
+    Churn(scenario::churn::Params),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Each client connection is a file descriptor.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("notify-relay-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("notify-relay-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::io::Result<()> {
+    let target = Target::parse(&cli.url).await?;
+    let server = cli.pid.map(ServerProcess::new).transpose()?;
+    let ctx = Context {
+        target,
+        server,
+        max_time: cli.max_time,
+        run_id: format!("{:x}", fastrand::u32(..)),
+    };
+    let report = match &cli.scenario {
+        Scenario::Throughput(p) => scenario::throughput::run(&ctx, p).await?,
+        Scenario::Latency(p) => scenario::latency::run(&ctx, p).await?,
+        Scenario::Idle(p) => scenario::idle::run(&ctx, p).await?,
+        Scenario::Fanout(p) => scenario::fanout::run(&ctx, p).await?,
+        Scenario::Churn(p) => scenario::churn::run(&ctx, p).await?,
+    };
+    report.print(cli.json);
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The relay under test: a loopback WebSocket URL, and connections to it from chosen
+//! loopback source addresses (one address runs out of ephemeral ports near 15,000).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+
+/// A client connection.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Client read buffer: small, so tens of thousands of idle clients fit in the bench.
+const CLIENT_READ_BUFFER: usize = 4096;
+
+/// A relay on this machine.
+#[derive(Debug, Clone)]
+pub struct Target {
+    url: String,
+    addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses `url` and refuses anything that does not resolve to loopback only.
+    pub async fn parse(url: &str) -> io::Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| invalid(format!("bad URL {url}: {e}")))?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(invalid(format!("{url}: only ws:// URLs are supported")));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| invalid(format!("{url}: no host")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| invalid(format!("{url}: {host} does not resolve")))?;
+        if let Some(outside) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(invalid(format!(
+                "refusing {url}: {outside} is not a loopback address; the bench only loads \
+                 servers on this machine (127.0.0.0/8 or ::1)"
+            )));
+        }
+        Ok(Target {
+            url: url.to_owned(),
+            addr,
+        })
+    }
+
+    /// Opens a WebSocket from `source` (any free port) and reads the greeting.
+    pub async fn connect(&self, source: Option<IpAddr>) -> io::Result<Ws> {
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let tcp = socket.connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+        let (mut ws, _) = client_async_with_config(self.url.as_str(), tcp, Some(config))
+            .await
+            .map_err(io::Error::other)?;
+        match ws.next().await {
+            Some(Ok(Message::Text(_))) => Ok(ws),
+            other => Err(io::Error::other(format!("no greeting: {other:?}"))),
+        }
+    }
+
+    /// Connects and registers under `key`, then proves the registration the way any
+    /// relay of this protocol allows: a message to `key` from this very connection
+    /// must come back.
+    pub async fn registered(&self, source: Option<IpAddr>, key: &str) -> io::Result<Ws> {
+        let mut ws = self.connect(source).await?;
+        let register = serde_json::json!({"recipient_uuid": key, "message": "connected"});
+        let probe = serde_json::json!({"recipient_uuid": key, "message": PROBE});
+        send(&mut ws, register.to_string()).await?;
+        send(&mut ws, probe.to_string()).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) if text.as_str() == PROBE => return Ok(ws),
+                Some(Ok(_)) => continue,
+                other => return Err(io::Error::other(format!("registration: {other:?}"))),
+            }
+        }
+    }
+}
+
+/// The self-addressed message that proves a registration.
+pub const PROBE: &str = "bench-probe";
+
+/// Sends one text frame.
+pub async fn send(ws: &mut Ws, text: String) -> io::Result<()> {
+    ws.send(Message::text(text)).await.map_err(io::Error::other)
+}
+
+/// The source address for connection `i` of a run spread over `sources` addresses
+/// (127.0.0.2, 127.0.0.3, ...; one source means the default, 127.0.0.1).
+pub fn source_for(i: usize, sources: usize) -> Option<IpAddr> {
+    if sources <= 1 {
+        return None;
+    }
+    let n = (i % sources) as u8;
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + n)))
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
