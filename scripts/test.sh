@@ -37,4 +37,6 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Tests of one package run binaries of another (the CLI, the relay): build them all first.
+cargo build --workspace --bins
 cargo test --workspace

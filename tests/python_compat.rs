@@ -118,7 +118,7 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
     wait_for_line(&lines, "second");
     assert!(listener.wait().expect("listener exits").success());
 
-    // Nobody registered: the confirming producer says so with exit code 2.
+    // Nobody registered: the confirming producer says so with exit code 3.
     let status = Command::new(PYTHON)
         .args([
             &example("producer.py"),
@@ -131,7 +131,7 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
         .stdout(Stdio::null())
         .status()
         .expect("producer runs");
-    assert_eq!(status.code(), Some(2));
+    assert_eq!(status.code(), Some(3));
 }
 
 #[test]

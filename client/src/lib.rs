@@ -1,1 +1,241 @@
+//! A client for notify-relay (and any server of its protocol, PROTOCOL.md).
+//!
+//! Producers [`Client::send`] to a key and learn how many connections received the
+//! message; consumers [`Client::register`] and read [`Client::next_message`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), notify_relay_client::Error> {
+//! use notify_relay_client::{Client, Payload};
+//! let mut client = Client::connect("ws://127.0.0.1:8765/").await?;
+//! let delivered = client.send("3f2a…", Payload::Text("50% done".into())).await?;
+//! println!("handed to {delivered} connection(s)");
+//! # Ok(()) }
+//! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+pub use backoff::Backoff;
+
+/// The relay address used when none is given (the original's port, this machine).
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:8765/";
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Delivered verbatim as a text frame.
+    Text(String),
+    /// A JSON value, delivered as its compact text with key order and numbers as given.
+    Json(Box<RawValue>),
+}
+
+impl Payload {
+    /// A JSON payload from its text; fails when `text` is not JSON.
+    pub fn json(text: &str) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.to_owned()).map(Payload::Json)
+    }
+
+    /// A JSON payload from a value.
+    pub fn from_value(value: &Value) -> Self {
+        // A Value always serialises to valid JSON.
+        match RawValue::from_string(value.to_string()) {
+            Ok(raw) => Payload::Json(raw),
+            Err(_) => Payload::Text(value.to_string()),
+        }
+    }
+
+    fn to_raw(&self) -> Result<Box<RawValue>, Error> {
+        match self {
+            Payload::Json(raw) => Ok(raw.clone()),
+            Payload::Text(text) => serde_json::to_string(text)
+                .and_then(RawValue::from_string)
+                .map_err(|e| Error::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// A request frame: a delivery or a registration, with the id that asks for a reply.
+#[derive(Serialize)]
+struct Request<'a> {
+    id: u64,
+    recipient_uuid: &'a str,
+    message: &'a RawValue,
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The relay could not be reached or the WebSocket handshake failed.
+    Connect(String),
+    /// The connection ended.
+    Closed(String),
+    /// The relay refused the frame (`{"ok": false}`), with its reason.
+    Rejected(String),
+    /// The relay answered something this client does not understand.
+    Protocol(String),
+    /// The relay did not answer in time.
+    Timeout,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect(why) => write!(f, "cannot reach the relay: {why}"),
+            Error::Closed(why) => write!(f, "connection closed: {why}"),
+            Error::Rejected(why) => write!(f, "the relay rejected the frame: {why}"),
+            Error::Protocol(why) => write!(f, "unexpected answer from the relay: {why}"),
+            Error::Timeout => f.write_str("the relay did not answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How long a request waits for its reply by default.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection to a relay.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Messages that arrived while a reply was awaited, oldest first.
+    pending: VecDeque<String>,
+    /// The id of the next request.
+    next_id: u64,
+    /// How long a request waits for its reply.
+    reply_timeout: Duration,
+}
+
+impl Client {
+    /// Connects to `url` and reads the relay's greeting.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let (ws, _) = connect_async(url)
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let mut client = Client {
+            ws,
+            pending: VecDeque::new(),
+            next_id: 1,
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        };
+        let greeting = tokio::time::timeout(client.reply_timeout, client.next_text())
+            .await
+            .map_err(|_| Error::Timeout)??;
+        if greeting.starts_with('{') {
+            return Err(Error::Protocol(format!(
+                "expected a greeting, got {greeting}"
+            )));
+        }
+        Ok(client)
+    }
+
+    /// Sets how long [`Client::send`] and [`Client::register`] wait for their reply.
+    pub fn set_reply_timeout(&mut self, timeout: Duration) {
+        self.reply_timeout = timeout;
+    }
+
+    /// Sends `payload` to every connection registered under `key`; returns how many
+    /// received it (0: nobody is registered under `key`).
+    pub async fn send(&mut self, key: &str, payload: Payload) -> Result<u64, Error> {
+        let message = payload.to_raw()?;
+        let reply = self.request(key, &message).await?;
+        reply["delivered"]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol(format!("no delivered count in {reply}")))
+    }
+
+    /// Registers this connection under `key` (moving it from any previous key).
+    pub async fn register(&mut self, key: &str) -> Result<(), Error> {
+        let connected = Payload::Text("connected".into()).to_raw()?;
+        self.request(key, &connected).await.map(drop)
+    }
+
+    /// The next message addressed to this connection's key.
+    pub async fn next_message(&mut self) -> Result<String, Error> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(message);
+        }
+        self.next_text().await
+    }
+
+    /// Closes the connection with a Close handshake.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.ws
+            .close(None)
+            .await
+            .map_err(|e| Error::Closed(e.to_string()))?;
+        while let Some(Ok(_)) = self.ws.next().await {}
+        Ok(())
+    }
+
+    /// Sends a frame to `key` with a fresh id; returns the matching `{"ok": true}` reply.
+    async fn request(&mut self, key: &str, message: &RawValue) -> Result<Value, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = serde_json::to_string(&Request {
+            id,
+            recipient_uuid: key,
+            message,
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.ws
+            .send(Message::text(frame))
+            .await
+            .map_err(|e| Error::Closed(e.to_string()))?;
+        let timeout = self.reply_timeout;
+        tokio::time::timeout(timeout, self.reply_to(id))
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn reply_to(&mut self, id: u64) -> Result<Value, Error> {
+        loop {
+            let text = self.next_text().await?;
+            // A reply is a JSON object with our id and "ok"; anything else is a message.
+            let reply = serde_json::from_str::<Value>(&text)
+                .ok()
+                .filter(|v| v.get("id") == Some(&json!(id)) && v.get("ok").is_some());
+            match reply {
+                Some(reply) if reply["ok"] == true => return Ok(reply),
+                Some(reply) => {
+                    let why = reply["error"].as_str().unwrap_or("no reason given");
+                    return Err(Error::Rejected(why.to_owned()));
+                }
+                None => self.pending.push_back(text),
+            }
+        }
+    }
+
+    async fn next_text(&mut self) -> Result<String, Error> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map_or_else(
+                        || "no close code".to_owned(),
+                        |f| format!("{} {}", u16::from(f.code), f.reason),
+                    );
+                    return Err(Error::Closed(why));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
+                    return Err(Error::Closed("end of stream".into()))
+                }
+                Some(Err(e)) => return Err(Error::Closed(e.to_string())),
+            }
+        }
+    }
+}

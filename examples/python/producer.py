@@ -5,7 +5,8 @@
 
 Without --confirm this is exactly the original client.py: connect, read the greeting,
 send {"recipient_uuid": ..., "message": ...}. With --confirm it adds the relay's opt-in
-"id", waits for the reply and exits 0 when delivered, 2 when nobody is registered.
+"id", waits for the reply and exits 0 when delivered, 3 when nobody is registered
+(the exit codes of notify-relay-client).
 """
 import argparse
 import asyncio
@@ -34,7 +35,7 @@ async def main() -> int:
         reply = json.loads(await ws.recv())
         delivered = reply.get("delivered", 0)
         print(f"delivered to {delivered} connection(s)")
-        return 0 if reply.get("ok") and delivered > 0 else 2
+        return 0 if reply.get("ok") and delivered > 0 else 3
 
 
 if __name__ == "__main__":

@@ -359,3 +359,42 @@ impl Drop for RelayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A binary of the workspace that is not this package's (built into the same target
+/// directory by `cargo test --workspace` and by scripts/test.sh).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_notify-relay")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `text` with `from` replaced by `to`, failing the test if `from` is not there: the
+/// deployment tests rewrite only paths and ports of the shipped files.
+pub fn rewrite(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "expected {from:?} in the shipped file");
+    text.replace(from, to)
+}

@@ -1,0 +1,103 @@
+// examples/example.html in a real headless Chromium, against the real relay and CLI:
+// the page registers, shows what `notify-relay-client send` sends (JSON pretty-printed),
+// reconnects after a relay restart and receives again; without a hash it makes a UUID.
+// Run by tests/browser.rs, which passes RELAY_BIN, CLIENT_BIN, PAGE and SCREENSHOT.
+import { chromium } from "playwright-core";
+import { spawn, execFileSync } from "node:child_process";
+import { createServer } from "node:net";
+import { once } from "node:events";
+import assert from "node:assert/strict";
+
+const { RELAY_BIN, CLIENT_BIN, PAGE, SCREENSHOT } = process.env;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TIMEOUT_MS = 15000;
+
+async function freePort() {
+  const server = createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
+/** Starts the relay and resolves once it listens. */
+async function startRelay(port) {
+  const relay = spawn(RELAY_BIN, ["--host", "127.0.0.1", String(port)], {
+    env: { ...process.env, RUST_LOG: "info" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start:\n${log}`)), TIMEOUT_MS);
+    relay.stderr.on("data", (chunk) => {
+      log += chunk;
+      if (log.includes("listening on")) { clearTimeout(timer); resolve(); }
+    });
+    relay.on("exit", (code) => reject(new Error(`relay exited ${code}:\n${log}`)));
+  });
+  relay.removeAllListeners("exit");
+  return relay;
+}
+
+async function stopRelay(relay) {
+  const exited = once(relay, "exit");
+  relay.kill("SIGTERM");
+  const [code] = await exited;
+  assert.equal(code, 0, "relay drains and exits 0");
+}
+
+const port = await freePort();
+let relay = await startRelay(port);
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  const uuid = "3f2a6c1e-9b7d-4e5f-8a1b-2c3d4e5f6a7b";
+  const server = `ws://127.0.0.1:${port}/`;
+  await page.goto(`file://${PAGE}?server=${encodeURIComponent(server)}#${uuid}`);
+  await page.waitForSelector('#state[data-state="registered"]');
+  assert.equal(await page.locator("#uuid").textContent(), uuid);
+
+  const sendText = (text) =>
+    execFileSync(CLIENT_BIN, ["--url", server, "send", uuid, text], { stdio: "pipe" });
+  const sendJson = (json) =>
+    execFileSync(CLIENT_BIN, ["--url", server, "send", "--json", uuid, json], { stdio: "pipe" });
+
+  sendText("hello from the CLI");
+  await page.getByText("hello from the CLI").waitFor();
+  sendJson('{"progress": 0.5, "stage": "render"}');
+  await page.getByText('"progress": 0.5').waitFor(); // pretty-printed, one key per line
+
+  // Restart the relay: the page notices, reconnects with backoff, registers again.
+  await stopRelay(relay);
+  await page.waitForSelector('#state[data-state="reconnecting"]');
+  relay = await startRelay(port);
+  await page.waitForSelector('#state[data-state="registered"]');
+  sendText("after the restart");
+  await page.getByText("after the restart").waitFor();
+  assert.equal(await page.locator("#notifications li").count(), 3);
+  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+  // No hash: the page makes a UUID, shows it, and the command to try uses it.
+  const fresh = await browser.newPage();
+  fresh.setDefaultTimeout(TIMEOUT_MS);
+  await fresh.goto(`file://${PAGE}?server=${encodeURIComponent(server)}`);
+  await fresh.waitForSelector('#state[data-state="registered"]');
+  const made = await fresh.locator("#uuid").textContent();
+  assert.match(made, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.ok(new URL(fresh.url()).hash.endsWith(made), "the UUID is kept in the hash");
+  const command = await fresh.locator("#command").textContent();
+  assert.ok(command.includes(`send ${made} "hello"`), command);
+  // The second page took nothing from the first: it still receives its own messages.
+  sendText("still yours");
+  await page.getByText("still yours").waitFor();
+  console.log("browser example: ok");
+} finally {
+  await browser.close();
+  await stopRelay(relay).catch(() => relay.kill("SIGKILL"));
+}

@@ -1,0 +1,90 @@
+//! examples/nginx.conf with a real nginx in front of the relay: WebSocket clients
+//! register and receive through it, and /healthz answers through it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::{rewrite, wait_for_port, Client, RelayProcess};
+use serde_json::json;
+
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx serving the shipped site on 127.0.0.1:`port`, proxying to `relay_port`.
+fn nginx(port: u16, relay_port: u16) -> Nginx {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nginx.conf"))
+            .expect("examples/nginx.conf");
+    let site = rewrite(
+        &site,
+        "    listen 80;\n",
+        &format!("    listen 127.0.0.1:{port};\n"),
+    );
+    let site = rewrite(&site, "    listen [::]:80;\n", "");
+    let site = rewrite(
+        &site,
+        "server 127.0.0.1:8765;",
+        &format!("server 127.0.0.1:{relay_port};"),
+    );
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         user nobody nogroup;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+           proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           include {d}/site.conf;\n}}\n"
+    );
+    std::fs::write(dir.path().join("site.conf"), site).expect("write");
+    std::fs::write(dir.path().join("nginx.conf"), conf).expect("write");
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx runs (scripts/test.sh installs nginx)");
+    wait_for_port(port);
+    Nginx { child, _dir: dir }
+}
+
+#[tokio::test]
+async fn clients_register_and_receive_through_nginx() {
+    let relay = RelayProcess::spawn(&[]);
+    let port = common::free_port();
+    let _nginx = nginx(port, relay.addr.port());
+    let url = format!("ws://127.0.0.1:{port}/");
+
+    let mut receiver = Client::connect(&url).await;
+    receiver.register("behind-nginx").await;
+    let mut sender = Client::connect(&url).await;
+    assert_eq!(
+        sender
+            .deliver("behind-nginx", json!({"via": "nginx"}))
+            .await,
+        1
+    );
+    assert_eq!(receiver.recv_text().await, r#"{"via":"nginx"}"#);
+
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let (status, _, body) = common::http_request(addr, "GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _, metrics) = common::http_request(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200, "metrics are allowed from 127.0.0.1");
+    assert_eq!(common::metric(&metrics, "notify_relay_connections"), 2.0);
+}

@@ -1,0 +1,164 @@
+//! supervisor/notify-relay.conf under a real supervisord: the relay comes up and routes,
+//! comes back after kill -9, and `supervisorctl stop` drains it (Close 1001, exit 0).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{rewrite, wait_for_port, Client, DEADLINE};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+struct Supervisord {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Supervisord {
+    /// Starts supervisord with the shipped program block, rewritten to run the built
+    /// relay on `port` and to log into a temporary directory.
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipped = std::fs::read_to_string(root().join("supervisor/notify-relay.conf"))
+            .expect("supervisor/notify-relay.conf");
+        let log = dir.path().join("relay.log");
+        let program = rewrite(
+            &shipped,
+            "command=/usr/local/bin/notify-relay 8765",
+            &format!(
+                "command={} --host 127.0.0.1 {port}",
+                env!("CARGO_BIN_EXE_notify-relay")
+            ),
+        );
+        let program = rewrite(
+            &program,
+            "stdout_logfile=/var/log/notify-relay/notify-relay.log",
+            &format!("stdout_logfile={}", log.display()),
+        );
+        let d = dir.path().display();
+        let conf = format!(
+            "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
+             [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             childlogdir={d}\nnodaemon=true\n\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
+             [include]\nfiles = {d}/notify-relay.conf\n"
+        );
+        std::fs::write(dir.path().join("notify-relay.conf"), program).expect("write");
+        std::fs::write(dir.path().join("supervisord.conf"), conf).expect("write");
+        let child = Command::new("supervisord")
+            .arg("-c")
+            .arg(dir.path().join("supervisord.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("supervisord runs (scripts/test.sh installs supervisor)");
+        Supervisord { dir, child }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("supervisorctl")
+            .arg("-c")
+            .arg(self.dir.path().join("supervisord.conf"))
+            .args(args)
+            .output()
+            .expect("supervisorctl runs")
+    }
+
+    /// The relay's pid once supervisord reports it running.
+    fn running_pid(&self) -> u32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = self.ctl(&["pid", "notify-relay"]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if let Ok(pid) = text.parse::<u32>() {
+                if pid > 0 {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "relay never running: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["shutdown"]);
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+async fn assert_routes(url: &str, key: &str) {
+    let mut receiver = Client::connect(url).await;
+    receiver.register(key).await;
+    let mut sender = Client::connect(url).await;
+    assert_eq!(sender.deliver(key, json!("through supervisord")).await, 1);
+    assert_eq!(receiver.recv_text().await, "through supervisord");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn supervisord_runs_restarts_and_drains_the_relay() {
+    let port = common::free_port();
+    let supervisor = Supervisord::start(port);
+    let first = supervisor.running_pid();
+    wait_for_port(port);
+    let url = format!("ws://127.0.0.1:{port}/");
+    assert_routes(&url, "before-crash").await;
+
+    // kill -9: supervisord brings it back and clients can register again.
+    let status = Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status();
+    assert!(status.expect("kill").success());
+    let deadline = Instant::now() + DEADLINE;
+    let second = loop {
+        let pid = supervisor.running_pid();
+        if pid != first {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(second, first);
+    wait_for_port(port);
+    assert_routes(&url, "after-crash").await;
+
+    // supervisorctl stop: SIGTERM, the drain, Close 1001, exit status 0.
+    let mut client = Client::connect(&url).await;
+    client.register("draining").await;
+    let closed = tokio::spawn(async move { client.expect_close().await });
+    let stop = supervisor.ctl(&["stop", "notify-relay"]);
+    assert!(
+        String::from_utf8_lossy(&stop.stdout).contains("stopped"),
+        "{stop:?}"
+    );
+    assert_eq!(closed.await.expect("client"), CloseCode::Away);
+    let log = supervisor.log("supervisord.log");
+    assert!(
+        log.contains("stopped: notify-relay (exit status 0)"),
+        "supervisord log:\n{log}"
+    );
+    assert!(supervisor
+        .log("relay.log")
+        .contains("received SIGTERM: draining"));
+}
