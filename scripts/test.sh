@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real: Python (websockets clients), Chromium
-# (examples/example.html), nginx, supervisord and systemd-analyze (deployment kits).
+# Debian packages the tests drive for real: Python (websockets clients), Node and
+# Chromium (examples/example.html), nginx, supervisord and systemd-analyze (deployment).
 missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v node >/dev/null || missing+=(nodejs npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v supervisord >/dev/null || missing+=(supervisor)
@@ -17,7 +18,8 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # With recommends: Chromium's fonts come with them.
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # The Python websockets library (>= 13 for its asyncio client API).
@@ -28,9 +30,9 @@ if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
 fi
 
 # playwright-core drives the system Chromium (it never downloads a browser).
-if [ ! -d tests/browser/node_modules/playwright-core ] && [ -f tests/browser/package.json ]; then
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing: playwright-core (npm)"
-  (cd tests/browser && npm install --silent --no-audit --no-fund)
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

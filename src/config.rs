@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Concurrent TCP connections (WebSocket and HTTP) before new ones get 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// How often the totals are logged at info.
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a graceful shutdown waits for connections to close.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection: small, because idle connections dominate. A 1 MiB
@@ -89,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_RELAY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How often to log the totals (connections, keys, messages) at info; 0s: never.
+    #[arg(long, env = "NOTIFY_RELAY_STATS_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stats_interval: Duration,
+
     /// The text frame sent right after the handshake.
     #[arg(long, env = "NOTIFY_RELAY_GREETING", default_value = GREETING)]
     pub greeting: String,
@@ -116,6 +122,7 @@ impl Default for Config {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            stats_interval: DEFAULT_STATS_INTERVAL,
             greeting: GREETING.to_owned(),
             reuse_port: false,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,

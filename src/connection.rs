@@ -140,27 +140,26 @@ impl Connection {
         self.ws
             .send(greeting)
             .await
-            .map_err(|e| self.read_error(e))?;
+            .map_err(|e| self.socket_error(e))?;
 
         // Created once and polled by reference: making a new shutdown future every loop
         // turn would register and unregister a waiter on one token shared by everyone.
         let mut shutdown = pin!(shutdown.cancelled_owned());
         let mut timer = pin!(sleep_until(self.heartbeat.deadline()));
-        let peer = Arc::clone(&self.peer);
         loop {
             tokio::select! {
                 () = &mut shutdown => return Err(CloseReason::Shutdown),
-                () = peer.outbox.ready() => self.write_queued().await?,
+                () = self.peer.outbox.ready() => self.write_queued().await?,
                 frame = self.ws.next() => match frame {
                     None => return Ok(()),
                     Some(Ok(message)) => self.on_message(message).await?,
-                    Some(Err(error)) => return Err(self.read_error(error)),
+                    Some(Err(error)) => return Err(self.socket_error(error)),
                 },
                 () = &mut timer => {
                     match self.heartbeat.on_deadline(Instant::now()) {
                         Beat::Ping => {
                             trace!("conn {} ping", self.peer.id);
-                            self.write_with_deadline(Some(Message::Ping(Default::default()))).await?;
+                            self.write(Some(Message::Ping(Default::default())), false).await?;
                         }
                         Beat::TimedOut => return Err(CloseReason::PingTimeout),
                         Beat::Wait => {}
@@ -189,7 +188,7 @@ impl Connection {
                 Ok(())
             }
             // tungstenite has queued the Pong; flushing sends it now.
-            Message::Ping(_) => self.write_with_deadline(None).await,
+            Message::Ping(_) => self.write(None, false).await,
             Message::Pong(_) => {
                 self.heartbeat.on_pong();
                 Ok(())
@@ -292,51 +291,58 @@ impl Connection {
         // One scheduler pass before draining: under load the producers running in it
         // add to this batch (fewer, larger writes); when idle it costs microseconds.
         tokio::task::yield_now().await;
-        let frames = match self.peer.outbox.take() {
-            Drained::Frames(frames) => frames,
-            Drained::Overflowed => return Err(CloseReason::SlowConsumer),
-        };
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let peer = Arc::clone(&self.peer);
-        let ws = &mut self.ws;
-        let write = async move {
-            for frame in frames {
-                ws.feed(Message::Text(frame)).await?;
+        match self.peer.outbox.take() {
+            Drained::Frames(frames) if frames.is_empty() => Ok(()),
+            Drained::Frames(frames) => {
+                self.write(frames.into_iter().map(Message::Text), true)
+                    .await
             }
-            ws.flush().await
-        };
-        // A client that stops reading stalls this write; more messages for it then
-        // overflow its outbox, which must be noticed while the write is stalled.
-        let overflowed = async {
-            while !peer.outbox.is_overflowed() {
-                peer.outbox.overflow().await;
-            }
-        };
-        let limit = self.state.config.ping_timeout;
-        match Box::pin(race_write(limit, write, overflowed)).await {
-            Ok(()) => Ok(()),
-            Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
-            Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
+            Drained::Overflowed => Err(CloseReason::SlowConsumer),
         }
     }
 
-    /// Flushes pending control frames (and sends `message` first, if any), bounded in
-    /// time like any other write.
-    async fn write_with_deadline(&mut self, message: Option<Message>) -> Ended {
+    /// Writes `frames` and flushes; with no frames, flushes what tungstenite queued
+    /// itself (a Pong). A write that takes longer than the ping timeout ends the
+    /// connection as a slow consumer (a client that cannot take a write for that long is
+    /// not alive either), and so, with `watch_overflow`, does the outbox overflowing
+    /// while the write is stalled.
+    async fn write(
+        &mut self,
+        frames: impl IntoIterator<Item = Message>,
+        watch_overflow: bool,
+    ) -> Ended {
         let limit = self.state.config.ping_timeout;
-        let ws = &mut self.ws;
+        let (ws, outbox) = (&mut self.ws, &self.peer.outbox);
         let write = async move {
-            if let Some(message) = message {
-                ws.feed(message).await?;
+            for frame in frames {
+                ws.feed(frame).await?;
             }
             ws.flush().await
         };
-        match Box::pin(race_write(limit, write, std::future::pending())).await {
+        let overflowed = async move {
+            if !watch_overflow {
+                return std::future::pending().await;
+            }
+            while !outbox.is_overflowed() {
+                outbox.overflow().await;
+            }
+        };
+        // Boxed: see `serve`.
+        let outcome = Box::pin(async move {
+            tokio::select! {
+                result = timeout(limit, write) => match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(WriteFailure::Socket(error)),
+                    Err(_elapsed) => Err(WriteFailure::Stalled),
+                },
+                () = overflowed => Err(WriteFailure::Stalled),
+            }
+        })
+        .await;
+        match outcome {
             Ok(()) => Ok(()),
             Err(WriteFailure::Stalled) => Err(CloseReason::SlowConsumer),
-            Err(WriteFailure::Ws(error)) => Err(self.read_error(error)),
+            Err(WriteFailure::Socket(error)) => Err(self.socket_error(error)),
         }
     }
 
@@ -371,7 +377,7 @@ impl Connection {
     }
 
     /// Classifies a socket error into why the connection ends.
-    fn read_error(&self, error: WsError) -> CloseReason {
+    fn socket_error(&self, error: WsError) -> CloseReason {
         let id = self.peer.id;
         match error {
             WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClose,
@@ -445,28 +451,12 @@ impl Connection {
     }
 }
 
-/// Runs `write` until it finishes, `abort` fires, or `limit` passes. The limit is the
-/// ping timeout: a client that cannot take a write for that long is not alive either.
-async fn race_write(
-    limit: Duration,
-    write: impl Future<Output = Result<(), WsError>>,
-    abort: impl Future<Output = ()>,
-) -> Result<(), WriteFailure> {
-    tokio::select! {
-        result = timeout(limit, write) => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(WriteFailure::Ws(error)),
-            Err(_elapsed) => Err(WriteFailure::Stalled),
-        },
-        () = abort => Err(WriteFailure::Stalled),
-    }
-}
-
+/// Why a write did not complete.
 enum WriteFailure {
-    /// The client did not take the write in time, or its outbox overflowed meanwhile.
+    /// The client did not take it in time, or its outbox overflowed meanwhile.
     Stalled,
     /// The socket failed.
-    Ws(WsError),
+    Socket(WsError),
 }
 
 /// The start of `text`, for a log line.

@@ -263,6 +263,11 @@ impl Metrics {
         self.closed.get(reason.index()).map_or(0, Counter::get)
     }
 
+    /// Messages dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(Counter::get).sum()
+    }
+
     /// Renders every series in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);

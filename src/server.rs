@@ -69,6 +69,10 @@ impl Server {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut backoff = ACCEPT_BACKOFF_START;
         let mut shutdown = std::pin::pin!(shutdown);
+        if !config.stats_interval.is_zero() {
+            let every = config.stats_interval;
+            tracker.spawn(log_totals(Arc::clone(&state), every, cancel.clone()));
+        }
 
         loop {
             let accepted = tokio::select! {
@@ -137,6 +141,34 @@ impl Server {
             metrics.messages_delivered.get()
         );
         Ok(())
+    }
+}
+
+/// Logs the totals every `every` until `cancel`: the load at a glance, in the log,
+/// without scraping /metrics.
+async fn log_totals(state: Arc<RelayState>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut delivered_before = 0;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let metrics = &state.metrics;
+        let delivered = metrics.messages_delivered.get();
+        info!(
+            "totals: {} connection(s), {} key(s); {} message(s) delivered in the last {:?}; \
+             since start: {} connection(s), {} delivered, {} dropped",
+            metrics.connections.get(),
+            state.router.key_count(),
+            delivered - delivered_before,
+            every,
+            metrics.connections_opened.get(),
+            delivered,
+            metrics.dropped_total()
+        );
+        delivered_before = delivered;
     }
 }
 

@@ -116,3 +116,40 @@ pub fn source_for(i: usize, sources: usize) -> Option<IpAddr> {
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_loopback_targets_are_accepted() {
+        for url in [
+            "ws://127.0.0.1:8765/",
+            "ws://127.0.0.9:1/",
+            "ws://[::1]:8765/",
+        ] {
+            assert!(Target::parse(url).await.is_ok(), "{url}");
+        }
+        // Refused before any connection is attempted (TEST-NET and private addresses).
+        for url in [
+            "ws://192.0.2.1:8765/",
+            "ws://10.0.0.1:8765/",
+            "ws://[2001:db8::1]:80/",
+        ] {
+            let error = Target::parse(url).await.expect_err(url);
+            assert!(
+                error.to_string().contains("not a loopback address"),
+                "{error}"
+            );
+        }
+        assert!(Target::parse("wss://127.0.0.1/").await.is_err());
+        assert!(Target::parse("not a url").await.is_err());
+    }
+
+    #[test]
+    fn source_addresses_spread_over_127_0_0_x() {
+        assert_eq!(source_for(5, 1), None);
+        assert_eq!(source_for(0, 3), Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(source_for(4, 3), Some(IpAddr::from([127, 0, 0, 3])));
+    }
+}

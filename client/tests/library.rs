@@ -33,13 +33,18 @@ async fn json_payloads_and_messages_that_arrive_while_waiting_for_a_reply() {
     let mut me = Client::connect(&url).await.expect("connect");
     me.register("me").await.expect("register");
     // Self-addressed: the message comes in before the reply and must not be lost.
-    let sent = me.send("me", Payload::from_value(&json!({"step": 1}))).await;
+    let sent = me
+        .send("me", Payload::from_value(&json!({"step": 1})))
+        .await;
     assert_eq!(sent.expect("send"), 1);
     assert_eq!(me.next_message().await.expect("message"), r#"{"step":1}"#);
     // JSON text keeps its key order and number spelling.
     let raw = Payload::json(r#"{"z": 1, "a": 1.50}"#).expect("valid JSON");
     assert_eq!(me.send("me", raw).await.expect("send"), 1);
-    assert_eq!(me.next_message().await.expect("message"), r#"{"z":1,"a":1.50}"#);
+    assert_eq!(
+        me.next_message().await.expect("message"),
+        r#"{"z":1,"a":1.50}"#
+    );
     assert!(Payload::json("{nope").is_err());
 }
 

@@ -348,6 +348,29 @@ impl RelayProcess {
         }
     }
 
+    /// Waits (with the deadline) until a log line contains `needle`; returns that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|line| line.contains(needle))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line containing {needle:?} in:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }

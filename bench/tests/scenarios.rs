@@ -1,0 +1,117 @@
+//! Every scenario, small, against a real relay (in this process, so `--pid` is ours):
+//! each finishes, loses nothing, and reports the figures the comparison reads.
+
+use std::process::Command;
+
+use notify_relay::{Config, Server};
+use serde_json::Value;
+
+/// Starts a relay on 127.0.0.1:0 in a background runtime; returns its URL.
+fn relay() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let server = Server::bind(Config::loopback_ephemeral()).expect("bind");
+            tx.send(server.local_addr().expect("addr"))
+                .expect("send addr");
+            let _ = server.run(std::future::pending()).await;
+        });
+    });
+    let addr = rx.recv().expect("relay address");
+    format!("ws://{addr}/")
+}
+
+fn bench(url: &str, args: &[&str]) -> Value {
+    let pid = std::process::id().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_notify-relay-bench"))
+        .args(["--url", url, "--pid", &pid, "--json", "--max-time", "30s"])
+        .args(args)
+        .output()
+        .expect("bench runs");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn throughput_delivers_everything_and_reports_server_cpu() {
+    let url = relay();
+    let r = bench(
+        &url,
+        &["throughput", "-r", "5", "-s", "2", "-n", "2000", "-w", "50"],
+    );
+    assert_eq!(r["sent"], 2000);
+    assert_eq!(r["delivered"], 2000);
+    assert_eq!(r["lost"], 0);
+    assert!(r["delivered_per_s"].as_f64().expect("rate") > 0.0);
+    assert!(r["server_cpu_us_per_msg"].is_number());
+    assert!(
+        r["latency_p99_us"].as_f64().expect("p99") >= r["latency_p50_us"].as_f64().expect("p50")
+    );
+}
+
+#[test]
+fn latency_sends_at_the_requested_rate() {
+    let url = relay();
+    let r = bench(
+        &url,
+        &[
+            "latency",
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "-r",
+            "3",
+            "-s",
+            "2",
+        ],
+    );
+    let sent = r["sent"].as_u64().expect("sent");
+    assert!((450..=550).contains(&sent), "sent {sent} at 500/s for 1 s");
+    assert_eq!(r["lost"], 0);
+    assert!(r["latency_max_us"].is_number());
+}
+
+#[test]
+fn idle_holds_registered_connections_and_measures_memory() {
+    let url = relay();
+    let r = bench(
+        &url,
+        &["idle", "-c", "200", "--hold", "100ms", "--sources", "2"],
+    );
+    assert_eq!(r["registered"], 200);
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["dropped_while_held"], 0);
+    assert!(r["server_bytes_per_conn"].is_number());
+}
+
+#[test]
+fn fanout_reaches_every_connection_under_the_key() {
+    let url = relay();
+    let r = bench(&url, &["fanout", "-k", "20", "-n", "50"]);
+    assert_eq!(r["deliveries"], 1000);
+    assert_eq!(r["lost"], 0);
+}
+
+#[test]
+fn churn_reports_a_peak_per_cycle() {
+    let url = relay();
+    let r = bench(&url, &["churn", "-c", "100", "--cycles", "3"]);
+    assert_eq!(r["errors"], 0);
+    assert_eq!(
+        r["server_peak_rss_kib_by_cycle"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
+
+#[test]
+fn refuses_targets_off_this_machine() {
+    let out = Command::new(env!("CARGO_BIN_EXE_notify-relay-bench"))
+        .args(["--url", "ws://192.0.2.1:8765/", "idle", "-c", "1"])
+        .output()
+        .expect("bench runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
