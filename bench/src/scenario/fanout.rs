@@ -1,18 +1,13 @@
 //! K connections under one key, one sender: how fast one message reaches many.
 
 use std::io;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use futures_util::SinkExt;
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
-use tokio::time::timeout_at;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{collect, open_registered, payload, spawn_recipient, Context, CpuMark, Deliveries};
+use super::{delivery_frame, open_registered, take_window, Context, CpuMark, Recipients};
 use crate::report::Report;
 
 /// `fanout` settings.
@@ -36,20 +31,14 @@ pub struct Params {
 pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let k = p.connections.max(1);
     let key = ctx.key(0);
-    let deliveries = Deliveries::new(p.window.max(1) * k);
-    let stop = Arc::new(Notify::new());
     let (open, errors) = open_registered(ctx, k, 1, 64, |_| key.clone()).await;
     if errors > 0 {
         return Err(io::Error::other(format!("{errors} connections failed")));
     }
-    let mut recipients = JoinSet::new();
+    // Each message is K deliveries, so the window is counted in deliveries.
+    let mut recipients = Recipients::new(p.window.max(1) * k);
     for ws in open {
-        spawn_recipient(
-            &mut recipients,
-            ws,
-            Arc::clone(&deliveries),
-            Arc::clone(&stop),
-        );
+        recipients.add(ws);
     }
     let mut sender = ctx.target.connect(None).await?;
     let deadline = Instant::now() + ctx.max_time;
@@ -57,21 +46,17 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let started = Instant::now();
     let mut sent = 0;
     for seq in 0..p.messages {
-        let want = k as u32;
-        match deliveries.window.try_acquire_many(want) {
-            Ok(permits) => permits.forget(),
-            Err(_) => {
-                sender.flush().await.map_err(io::Error::other)?;
-                match timeout_at(deadline.into(), deliveries.window.acquire_many(want)).await {
-                    Ok(Ok(permits)) => permits.forget(),
-                    _ => break,
-                }
-            }
+        if !take_window(
+            &mut sender,
+            &recipients.deliveries.window,
+            k as u32,
+            deadline,
+        )
+        .await?
+        {
+            break;
         }
-        let frame = format!(
-            r#"{{"recipient_uuid":"{key}","message":"{}"}}"#,
-            payload(seq, p.size)
-        );
+        let frame = delivery_frame(&key, seq, p.size);
         sender
             .feed(Message::text(frame))
             .await
@@ -80,9 +65,9 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     }
     sender.flush().await.map_err(io::Error::other)?;
     let expected = sent * k as u64;
-    deliveries.wait_for(expected, deadline).await;
+    recipients.deliveries.wait_for(expected, deadline).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let received = deliveries.received.load(Ordering::Relaxed);
+    let received = recipients.received();
 
     let mut report = Report::new("fanout");
     report.add("connections", k);
@@ -93,6 +78,6 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add_f64("elapsed_s", elapsed, 3);
     report.add_f64("deliveries_per_s", received as f64 / elapsed, 0);
     cpu.report(&mut report, received)?;
-    collect(recipients, &stop).await.report(&mut report);
+    recipients.finish().await.report(&mut report);
     Ok(report)
 }

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::SinkExt;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{collect, payload, spawn_recipient, Context, CpuMark, Deliveries};
+use super::{delivery_frame, Context, CpuMark, Recipients};
 use crate::report::Report;
 use crate::target::Ws;
 
@@ -42,20 +41,8 @@ pub struct Params {
 /// Runs the scenario.
 pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let duration = p.duration.min(ctx.max_time);
-    // The window never limits an open loop; it only has to be large enough.
-    let deliveries = Deliveries::new(1);
-    let stop = Arc::new(Notify::new());
-    let mut recipients = JoinSet::new();
-    let keys: Arc<Vec<String>> = Arc::new((0..p.recipients.max(1)).map(|i| ctx.key(i)).collect());
-    for key in keys.iter() {
-        let ws = ctx.target.registered(None, key).await?;
-        spawn_recipient(
-            &mut recipients,
-            ws,
-            Arc::clone(&deliveries),
-            Arc::clone(&stop),
-        );
-    }
+    // An open loop never waits on the window.
+    let (recipients, keys) = Recipients::one_per_key(ctx, p.recipients, 1).await?;
     let senders = p.senders.max(1);
     let per_sender = p.rate as f64 / senders as f64;
     let mut tasks = JoinSet::new();
@@ -75,10 +62,11 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     while let Some(result) = tasks.join_next().await {
         sent += result.map_err(io::Error::other)??;
     }
-    deliveries.wait_for(sent, Instant::now() + GRACE).await;
-    let received = deliveries
-        .received
-        .load(std::sync::atomic::Ordering::Relaxed);
+    recipients
+        .deliveries
+        .wait_for(sent, Instant::now() + GRACE)
+        .await;
+    let received = recipients.received();
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut report = Report::new("latency");
@@ -92,7 +80,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add_f64("achieved_rate", sent as f64 / duration.as_secs_f64(), 0);
     report.add_f64("elapsed_s", elapsed, 3);
     cpu.report(&mut report, received)?;
-    collect(recipients, &stop).await.report(&mut report);
+    recipients.finish().await.report(&mut report);
     Ok(report)
 }
 
@@ -115,11 +103,7 @@ async fn paced_sender(
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
             let key = &keys[rng.usize(..keys.len())];
-            let frame = format!(
-                r#"{{"recipient_uuid":"{key}","message":"{}"}}"#,
-                payload(sent, size)
-            );
-            ws.feed(Message::text(frame))
+            ws.feed(Message::text(delivery_frame(key, sent, size)))
                 .await
                 .map_err(io::Error::other)?;
             sent += 1;

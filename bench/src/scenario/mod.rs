@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -93,46 +93,113 @@ impl Deliveries {
     }
 }
 
-/// Reads payloads on `ws` until it closes or `stop` fires; returns the latencies seen.
-pub fn spawn_recipient(
-    tasks: &mut JoinSet<Vec<u64>>,
-    mut ws: Ws,
-    deliveries: Arc<Deliveries>,
+/// Recipient connections that count what they receive, record its latency, and give
+/// window permits back to the senders.
+pub struct Recipients {
+    tasks: JoinSet<Vec<u64>>,
     stop: Arc<tokio::sync::Notify>,
-) {
-    tasks.spawn(async move {
-        let mut latencies = Vec::new();
-        loop {
-            let frame = tokio::select! {
-                frame = ws.next() => frame,
-                () = stop.notified() => break,
-            };
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(sent) = sent_ns(text.as_str()) {
-                        latencies.push(now_ns().saturating_sub(sent));
-                        deliveries.received.fetch_add(1, Ordering::Relaxed);
-                        deliveries.window.add_permits(1);
+    /// Shared with the senders.
+    pub deliveries: Arc<Deliveries>,
+}
+
+impl Recipients {
+    /// No recipients yet; senders may have `window` deliveries in flight.
+    pub fn new(window: usize) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            stop: Arc::new(tokio::sync::Notify::new()),
+            deliveries: Deliveries::new(window.max(1)),
+        }
+    }
+
+    /// `count` recipients, each registered under its own key; returns them and the keys.
+    pub async fn one_per_key(
+        ctx: &Context,
+        count: usize,
+        window: usize,
+    ) -> io::Result<(Self, Arc<Vec<String>>)> {
+        let mut recipients = Self::new(window);
+        let keys: Vec<String> = (0..count.max(1)).map(|i| ctx.key(i)).collect();
+        for key in &keys {
+            recipients.add(ctx.target.registered(None, key).await?);
+        }
+        Ok((recipients, Arc::new(keys)))
+    }
+
+    /// Reads payloads on `ws` until it closes or the recipients finish.
+    pub fn add(&mut self, mut ws: Ws) {
+        let (deliveries, stop) = (Arc::clone(&self.deliveries), Arc::clone(&self.stop));
+        self.tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let frame = tokio::select! {
+                    frame = ws.next() => frame,
+                    () = stop.notified() => break,
+                };
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(sent) = sent_ns(text.as_str()) {
+                            latencies.push(now_ns().saturating_sub(sent));
+                            deliveries.received.fetch_add(1, Ordering::Relaxed);
+                            deliveries.window.add_permits(1);
+                        }
                     }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
                 }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
+            }
+            latencies
+        });
+    }
+
+    /// Payloads received so far.
+    pub fn received(&self) -> u64 {
+        self.deliveries.count()
+    }
+
+    /// Stops every recipient and gathers their latencies.
+    pub async fn finish(mut self) -> Latencies {
+        self.stop.notify_waiters();
+        let mut latencies = Latencies::default();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Ok(samples) = result {
+                latencies.extend(samples);
             }
         }
         latencies
-    });
+    }
 }
 
-/// Stops the recipients and gathers their latencies.
-pub async fn collect(mut tasks: JoinSet<Vec<u64>>, stop: &tokio::sync::Notify) -> Latencies {
-    stop.notify_waiters();
-    let mut latencies = Latencies::default();
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(samples) = result {
-            latencies.extend(samples);
-        }
+/// The frame that delivers payload `seq` of `size` bytes to `key`.
+pub fn delivery_frame(key: &str, seq: u64, size: usize) -> String {
+    // Keys and payloads are [a-z0-9:-x] only, so no JSON escaping is needed.
+    format!(
+        r#"{{"recipient_uuid":"{key}","message":"{}"}}"#,
+        payload(seq, size)
+    )
+}
+
+/// Takes `n` window permits for the next send. When it has to wait, it first flushes
+/// `ws`: what is buffered there may be what the recipients need to free permits.
+/// False when `deadline` passed first.
+pub async fn take_window(
+    ws: &mut Ws,
+    window: &Semaphore,
+    n: u32,
+    deadline: Instant,
+) -> io::Result<bool> {
+    if let Ok(permits) = window.try_acquire_many(n) {
+        permits.forget();
+        return Ok(true);
     }
-    latencies
+    ws.flush().await.map_err(io::Error::other)?;
+    match tokio::time::timeout_at(deadline.into(), window.acquire_many(n)).await {
+        Ok(Ok(permits)) => {
+            permits.forget();
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Server CPU time at the start of a measured interval.

@@ -7,12 +7,10 @@ use std::time::Instant;
 
 use clap::Args;
 use futures_util::SinkExt;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::timeout_at;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{collect, payload, spawn_recipient, Context, CpuMark, Deliveries};
+use super::{delivery_frame, take_window, Context, CpuMark, Deliveries, Recipients};
 use crate::report::Report;
 use crate::target::Ws;
 
@@ -38,19 +36,7 @@ pub struct Params {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
-    let deliveries = Deliveries::new(p.window.max(1));
-    let stop = Arc::new(Notify::new());
-    let mut recipients = JoinSet::new();
-    let keys: Arc<Vec<String>> = Arc::new((0..p.recipients.max(1)).map(|i| ctx.key(i)).collect());
-    for key in keys.iter() {
-        let ws = ctx.target.registered(None, key).await?;
-        spawn_recipient(
-            &mut recipients,
-            ws,
-            Arc::clone(&deliveries),
-            Arc::clone(&stop),
-        );
-    }
+    let (recipients, keys) = Recipients::one_per_key(ctx, p.recipients, p.window).await?;
     let mut senders = Vec::new();
     for _ in 0..p.senders.max(1) {
         senders.push(ctx.target.connect(None).await?);
@@ -63,18 +49,16 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let count = senders.len() as u64;
     for (i, ws) in senders.into_iter().enumerate() {
         let share = p.messages / count + u64::from((i as u64) < p.messages % count);
-        let (keys, deliveries) = (Arc::clone(&keys), Arc::clone(&deliveries));
+        let (keys, deliveries) = (Arc::clone(&keys), Arc::clone(&recipients.deliveries));
         tasks.spawn(send_loop(ws, share, keys, p.size, deliveries, deadline));
     }
     let mut sent = 0;
     while let Some(result) = tasks.join_next().await {
         sent += result.map_err(io::Error::other)??;
     }
-    deliveries.wait_for(sent, deadline).await;
+    recipients.deliveries.wait_for(sent, deadline).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let received = deliveries
-        .received
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let received = recipients.received();
 
     let mut report = Report::new("throughput");
     report.add("recipients", p.recipients);
@@ -87,7 +71,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add_f64("elapsed_s", elapsed, 3);
     report.add_f64("delivered_per_s", received as f64 / elapsed, 0);
     cpu.report(&mut report, received)?;
-    collect(recipients, &stop).await.report(&mut report);
+    recipients.finish().await.report(&mut report);
     Ok(report)
 }
 
@@ -101,23 +85,11 @@ async fn send_loop(
 ) -> io::Result<u64> {
     let mut rng = fastrand::Rng::new();
     for seq in 0..count {
-        match deliveries.window.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => {
-                // Window full: push out what is buffered, then wait for a delivery.
-                ws.flush().await.map_err(io::Error::other)?;
-                match timeout_at(deadline.into(), deliveries.window.acquire()).await {
-                    Ok(Ok(permit)) => permit.forget(),
-                    _ => return Ok(seq),
-                }
-            }
+        if !take_window(&mut ws, &deliveries.window, 1, deadline).await? {
+            return Ok(seq);
         }
         let key = &keys[rng.usize(..keys.len())];
-        // Keys and payloads are [a-z0-9:-x] only, so no JSON escaping is needed.
-        let frame = format!(
-            r#"{{"recipient_uuid":"{key}","message":"{}"}}"#,
-            payload(seq, size)
-        );
+        let frame = delivery_frame(key, seq, size);
         ws.feed(Message::text(frame))
             .await
             .map_err(io::Error::other)?;
