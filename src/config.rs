@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Concurrent TCP connections (WebSocket and HTTP) before new ones get 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// How long a new connection may take to send its HTTP request (handshake) headers.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the totals are logged at info.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a graceful shutdown waits for connections to close.
@@ -87,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_RELAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
+    /// How long a new connection may take to send its request headers (idle sockets and
+    /// slow handshakes are closed after it).
+    #[arg(long, env = "NOTIFY_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// On SIGTERM/SIGINT, how long to wait for connections to close after Close 1001.
     #[arg(long, env = "NOTIFY_RELAY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -121,6 +128,7 @@ impl Default for Config {
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stats_interval: DEFAULT_STATS_INTERVAL,
             greeting: GREETING.to_owned(),

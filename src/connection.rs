@@ -150,11 +150,17 @@ impl Connection {
             tokio::select! {
                 () = &mut shutdown => return Err(CloseReason::Shutdown),
                 () = self.peer.outbox.ready() => self.write_queued().await?,
-                frame = self.ws.next() => match frame {
-                    None => return Ok(()),
-                    Some(Ok(message)) => self.on_message(message).await?,
-                    Some(Err(error)) => return Err(self.socket_error(error)),
-                },
+                frame = self.ws.next() => {
+                    match frame {
+                        None => return Ok(()),
+                        Some(Ok(message)) => self.on_message(message).await?,
+                        Some(Err(error)) => return Err(self.socket_error(error)),
+                    }
+                    // A Pong moves the deadline from "Pong due" back to "next Ping".
+                    if timer.deadline() != self.heartbeat.deadline() {
+                        timer.as_mut().reset(self.heartbeat.deadline());
+                    }
+                }
                 () = &mut timer => {
                     match self.heartbeat.on_deadline(Instant::now()) {
                         Beat::Ping => {

@@ -6,7 +6,6 @@ use std::future::{ready, Ready};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -31,9 +30,6 @@ use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::read_ahead::ReadAhead;
 use crate::state::RelayState;
 
-/// A client must finish sending request headers within this time (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 type Body = Full<Bytes>;
 
 /// Serves one accepted TCP connection until it closes or is upgraded.
@@ -49,6 +45,9 @@ pub(crate) async fn serve_connection(
     tracker: TaskTracker,
 ) {
     let at_capacity = slot.is_none();
+    // A client must send its request headers in time: idle sockets and slow
+    // handshakes do not get to hold a connection slot.
+    let header_timeout = state.config.handshake_timeout;
     let routes = Routes {
         remote,
         state,
@@ -60,7 +59,7 @@ pub(crate) async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .keep_alive(!at_capacity);
     let mut conn = pin!(builder
         .serve_connection(TokioIo::new(tcp), routes)

@@ -26,7 +26,7 @@ static JEMALLOC_OPTIONS: &[u8; 34] = b"dirty_decay_ms:0,muzzy_decay_ms:0\0";
 fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    raise_open_file_limit();
+    raise_open_file_limit(config.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,9 +76,17 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Each connection is a file descriptor; the default soft limit (often 1024) would cap
-/// the relay far below what it can hold, so it is raised to the hard limit.
-fn raise_open_file_limit() {
+/// the relay far below what it can hold, so it is raised to the hard limit, and the
+/// operator is told when that is below `--max-connections`.
+fn raise_open_file_limit(max_connections: usize) {
+    /// Descriptors the relay needs besides connections (listener, epoll, signals, logs).
+    const RESERVED: u64 = 32;
     match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + RESERVED => warn!(
+            "open file limit {limit} allows about {} connections, fewer than \
+             --max-connections {max_connections}: raise LimitNOFILE / ulimit -n",
+            limit.saturating_sub(RESERVED)
+        ),
         Ok(limit) => info!("open file limit: {limit}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub connections_opened: Counter,
     /// TCP connections refused because `max_connections` was reached.
     pub connections_rejected: Counter,
+    /// Failed accepts (e.g. out of file descriptors); the accept loop backs off.
+    pub accept_errors: Counter,
     /// Keys with at least one connection; set from the registry at scrape time.
     pub keys: Gauge,
     /// Data frames (text and binary) received.
@@ -165,6 +167,12 @@ impl Metrics {
             "connections_rejected",
             "TCP connections refused with 503 because max-connections was reached",
             connections_rejected.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts, e.g. out of file descriptors (the relay backs off and retries)",
+            accept_errors.clone(),
         );
         let keys = Gauge::default();
         registry.register(
@@ -229,6 +237,7 @@ impl Metrics {
             connections,
             connections_opened,
             connections_rejected,
+            accept_errors,
             keys,
             frames_received,
             registrations,

@@ -104,6 +104,7 @@ impl Server {
                     ));
                 }
                 Err(e) => {
+                    state.metrics.accept_errors.inc();
                     // Out of file descriptors and similar: back off instead of spinning,
                     // so the connections being served can close and free some.
                     error!("accept failed: {e}; retrying in {backoff:?}");

@@ -10,20 +10,13 @@ use notify_relay::metrics::CloseReason;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn fast_heartbeat_relay() -> Relay {
-    Relay::start_with(|c| {
-        c.ping_interval = Duration::from_millis(100);
-        c.ping_timeout = Duration::from_millis(300);
-    })
-    .await
-}
-
 #[tokio::test]
-async fn a_client_that_answers_pings_stays_connected() {
-    let relay = fast_heartbeat_relay().await;
+async fn pings_come_every_interval_while_they_are_answered() {
+    // The Pong timeout stays at its 30 s default: Pings must keep the interval's pace,
+    // not wait for the timeout (which they did once, when the timer was not re-armed).
+    let relay = Relay::start_with(|c| c.ping_interval = Duration::from_millis(100)).await;
     let mut client = relay.registered("alive").await;
-    // Reading answers each Ping (tungstenite queues the Pong). Five Pings span more
-    // than one timeout, so an answered connection provably survives it.
+    // Reading answers each Ping (tungstenite queues the Pong).
     let mut pings = 0;
     while pings < 5 {
         match common::within("a ping", client.ws.next()).await {
@@ -40,8 +33,34 @@ async fn a_client_that_answers_pings_stays_connected() {
 }
 
 #[tokio::test]
+async fn an_answering_client_outlives_many_pong_timeouts() {
+    let relay = Relay::start_with(|c| {
+        c.ping_interval = Duration::from_millis(50);
+        c.ping_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut client = relay.registered("alive").await;
+    // Twenty Pings span five Pong timeouts.
+    let mut pings = 0;
+    while pings < 20 {
+        match common::within("a ping", client.ws.next()).await {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    client.assert_alive().await;
+    let closed = relay.state.metrics.closed_count(CloseReason::PingTimeout);
+    assert_eq!(closed, 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_answers_is_closed_with_1011() {
-    let relay = fast_heartbeat_relay().await;
+    let relay = Relay::start_with(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.ping_timeout = Duration::from_millis(300);
+    })
+    .await;
     let mut silent = relay.registered("silent").await;
     // Not reading means not answering Pings.
     common::eventually("ping timeout", || {

@@ -84,3 +84,40 @@ async fn past_max_connections_new_clients_get_503_until_one_leaves() {
     third.assert_alive().await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_socket_that_never_sends_a_request_is_closed_but_websockets_are_not() {
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    let relay = Relay::start_with(|c| {
+        c.handshake_timeout = Duration::from_millis(200);
+        c.ping_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut websocket = relay.registered("upgraded").await;
+    let mut silent = tokio::net::TcpStream::connect(relay.addr)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    // hyper closes it (possibly after a 408 response): the read reaches end of stream.
+    loop {
+        let n = common::within("silent socket closed", silent.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    // The upgraded connection outlives the handshake timeout: five Pings at 100 ms.
+    let mut pings = 0;
+    while pings < 5 {
+        use futures_util::StreamExt;
+        match common::within("a ping", websocket.ws.next()).await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    websocket.assert_alive().await;
+    relay.stop().await;
+}

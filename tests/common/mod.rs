@@ -292,7 +292,22 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_notify-relay"))
+        Self::start(Command::new(env!("CARGO_BIN_EXE_notify-relay")), args)
+    }
+
+    /// Starts the relay with both open-file limits (soft and hard) set to `limit`.
+    pub fn spawn_with_open_file_limit(limit: u32, args: &[&str]) -> Self {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_notify-relay"),
+        ]);
+        Self::start(shell, args)
+    }
+
+    fn start(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .env("RUST_LOG", "info")
