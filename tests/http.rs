@@ -121,3 +121,40 @@ async fn a_socket_that_never_sends_a_request_is_closed_but_websockets_are_not() 
     websocket.assert_alive().await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_websocket_handshakes_get_clear_http_errors() {
+    let relay = Relay::start().await;
+    let upgrade = [("upgrade", "websocket"), ("connection", "Upgrade")];
+    let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let v13 = ("sec-websocket-version", "13");
+    let cases: [(&str, Vec<(&str, &str)>, u16, &str); 4] = [
+        (
+            "GET",
+            vec![upgrade[0], upgrade[1], ("sec-websocket-version", "8"), key],
+            426,
+            "version",
+        ),
+        (
+            "GET",
+            vec![upgrade[0], upgrade[1], v13],
+            400,
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "GET",
+            vec![upgrade[0], v13, key],
+            400,
+            "Connection: upgrade",
+        ),
+        ("POST", vec![upgrade[0], upgrade[1], v13, key], 400, "GET"),
+    ];
+    for (method, headers, status, says) in cases {
+        let (got, _, body) = common::http_request_with(relay.addr, method, "/", &headers).await;
+        assert_eq!(got, status, "{method} {headers:?}: {body}");
+        assert!(body.contains(says), "{body}");
+    }
+    // None of them became a connection.
+    assert_eq!(relay.state.metrics.connections_opened.get(), 0);
+    relay.stop().await;
+}

@@ -233,8 +233,18 @@ impl Client {
     }
 }
 
-/// A minimal HTTP/1.1 GET through hyper's client connection.
+/// One HTTP/1.1 request through hyper's client connection: (status, content type, body).
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    http_request_with(addr, method, path, &[]).await
+}
+
+/// Like [`http_request`], with extra request headers.
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
@@ -246,12 +256,14 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, S
         .await
         .expect("http handshake");
     tokio::spawn(conn);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("request");
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("request");
     let response = within("http response", sender.send_request(request))
         .await
         .expect("response");
