@@ -122,37 +122,55 @@ async fn a_socket_that_never_sends_a_request_is_closed_but_websockets_are_not() 
     relay.stop().await;
 }
 
+/// A handshake request and what the relay must answer.
+struct BadHandshake {
+    method: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    status: u16,
+    says: &'static str,
+}
+
 #[tokio::test]
 async fn malformed_websocket_handshakes_get_clear_http_errors() {
     let relay = Relay::start().await;
-    let upgrade = [("upgrade", "websocket"), ("connection", "Upgrade")];
+    let (upgrade, connection) = (("upgrade", "websocket"), ("connection", "Upgrade"));
     let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
     let v13 = ("sec-websocket-version", "13");
-    let cases: [(&str, Vec<(&str, &str)>, u16, &str); 4] = [
-        (
-            "GET",
-            vec![upgrade[0], upgrade[1], ("sec-websocket-version", "8"), key],
-            426,
-            "version",
-        ),
-        (
-            "GET",
-            vec![upgrade[0], upgrade[1], v13],
-            400,
-            "Sec-WebSocket-Key",
-        ),
-        (
-            "GET",
-            vec![upgrade[0], v13, key],
-            400,
-            "Connection: upgrade",
-        ),
-        ("POST", vec![upgrade[0], upgrade[1], v13, key], 400, "GET"),
+    let cases = [
+        BadHandshake {
+            method: "GET",
+            headers: vec![upgrade, connection, ("sec-websocket-version", "8"), key],
+            status: 426,
+            says: "version",
+        },
+        BadHandshake {
+            method: "GET",
+            headers: vec![upgrade, connection, v13],
+            status: 400,
+            says: "Sec-WebSocket-Key",
+        },
+        BadHandshake {
+            method: "GET",
+            headers: vec![upgrade, v13, key],
+            status: 400,
+            says: "Connection: upgrade",
+        },
+        BadHandshake {
+            method: "POST",
+            headers: vec![upgrade, connection, v13, key],
+            status: 400,
+            says: "GET",
+        },
     ];
-    for (method, headers, status, says) in cases {
-        let (got, _, body) = common::http_request_with(relay.addr, method, "/", &headers).await;
-        assert_eq!(got, status, "{method} {headers:?}: {body}");
-        assert!(body.contains(says), "{body}");
+    for case in cases {
+        let (status, _, body) =
+            common::http_request_with(relay.addr, case.method, "/", &case.headers).await;
+        assert_eq!(
+            status, case.status,
+            "{} {:?}: {body}",
+            case.method, case.headers
+        );
+        assert!(body.contains(case.says), "{body}");
     }
     // None of them became a connection.
     assert_eq!(relay.state.metrics.connections_opened.get(), 0);
