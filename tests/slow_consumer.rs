@@ -6,6 +6,8 @@ use common::Relay;
 use futures_util::StreamExt;
 use notify_relay::metrics::{CloseReason, DropReason};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Enough 64 KiB messages to fill loopback socket buffers (a few MiB) and the queue.
 const MAX_MESSAGES: usize = 2000;
@@ -44,11 +46,16 @@ async fn a_recipient_that_stops_reading_is_closed_and_others_are_unaffected() {
     assert!(metrics.dropped_count(DropReason::SlowConsumer) >= 1);
     // Later messages to it are not counted as delivered.
     assert_eq!(producer.deliver("stalled", json!("late")).await, 0);
-    // The stalled client's stream ends: what was buffered, then the end.
+    // Reading again, the client gets what was already in flight, then Close 1008.
     let mut frames = 0;
-    while let Some(Ok(_)) = common::within("stalled stream end", stalled.ws.next()).await {
-        frames += 1;
+    let code = loop {
+        match common::within("stalled stream", stalled.ws.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => break frame.code,
+            Some(Ok(_)) => frames += 1,
+            other => panic!("expected Close 1008 after {frames} frames, got {other:?}"),
+        }
         assert!(frames <= MAX_MESSAGES + 2);
-    }
+    };
+    assert_eq!(code, CloseCode::Policy);
     relay.stop().await;
 }
