@@ -5,10 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::Relay;
-use futures_util::StreamExt;
 use notify_relay::metrics::CloseReason;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn pings_come_every_interval_while_they_are_answered() {
@@ -17,13 +15,7 @@ async fn pings_come_every_interval_while_they_are_answered() {
     let relay = Relay::start_with(|c| c.ping_interval = Duration::from_millis(100)).await;
     let mut client = relay.registered("alive").await;
     // Reading answers each Ping (tungstenite queues the Pong).
-    let mut pings = 0;
-    while pings < 5 {
-        match common::within("a ping", client.ws.next()).await {
-            Some(Ok(Message::Ping(_))) => pings += 1,
-            other => panic!("expected a ping, got {other:?}"),
-        }
-    }
+    client.expect_pings(5).await;
     client.assert_alive().await;
     assert_eq!(
         relay.state.metrics.closed_count(CloseReason::PingTimeout),
@@ -41,13 +33,7 @@ async fn an_answering_client_outlives_many_pong_timeouts() {
     .await;
     let mut client = relay.registered("alive").await;
     // Twenty Pings span five Pong timeouts.
-    let mut pings = 0;
-    while pings < 20 {
-        match common::within("a ping", client.ws.next()).await {
-            Some(Ok(Message::Ping(_))) => pings += 1,
-            other => panic!("expected a ping, got {other:?}"),
-        }
-    }
+    client.expect_pings(20).await;
     client.assert_alive().await;
     let closed = relay.state.metrics.closed_count(CloseReason::PingTimeout);
     assert_eq!(closed, 0);

@@ -110,14 +110,7 @@ async fn a_socket_that_never_sends_a_request_is_closed_but_websockets_are_not() 
         }
     }
     // The upgraded connection outlives the handshake timeout: five Pings at 100 ms.
-    let mut pings = 0;
-    while pings < 5 {
-        use futures_util::StreamExt;
-        match common::within("a ping", websocket.ws.next()).await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
-            other => panic!("expected a ping, got {other:?}"),
-        }
-    }
+    websocket.expect_pings(5).await;
     websocket.assert_alive().await;
     relay.stop().await;
 }

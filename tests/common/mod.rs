@@ -224,6 +224,17 @@ impl Client {
         }
     }
 
+    /// Reads until `count` Pings arrived (reading also answers them), failing on any
+    /// other frame.
+    pub async fn expect_pings(&mut self, count: usize) {
+        for _ in 0..count {
+            match within("a ping", self.ws.next()).await {
+                Some(Ok(Message::Ping(_))) => {}
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+    }
+
     /// Proves the connection is open and served: a request round-trips.
     pub async fn assert_alive(&mut self) {
         let reply = self
