@@ -129,8 +129,10 @@ impl Server {
             .await
             .is_err()
         {
+            // What is left ends with the process (or, embedded, at its own close and
+            // write timeouts, which bound every connection task).
             warn!(
-                "drain timeout passed with {} task(s) still open; closing them",
+                "drain timeout passed with {} task(s) still open; stopping without them",
                 tracker.len()
             );
         }
