@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
 use crate::protocol::{self, Command, Frame, Rejection, Reply};
@@ -39,8 +40,6 @@ use crate::state::RelayState;
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunk size for discarding input after a desynchronising error.
 const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
-/// How much of a rejected frame is quoted in the log.
-const LOG_PREVIEW_CHARS: usize = 80;
 
 /// The socket of a WebSocket connection.
 pub type Socket = ReadAhead<TcpStream>;
@@ -248,7 +247,11 @@ impl Connection {
     fn register(&mut self, key: Cow<'_, str>) {
         let router = &self.state.router;
         if self.key.as_deref() == Some(&*key) {
-            debug!("conn {} registered again as {key}", self.peer.id);
+            debug!(
+                "conn {} registered again as {}",
+                self.peer.id,
+                escaped(&key)
+            );
             return;
         }
         if let Some(old) = self.key.take() {
@@ -256,7 +259,7 @@ impl Connection {
         }
         router.register(&key, &self.peer);
         self.state.metrics.registrations.inc();
-        info!("conn {} registered as {key}", self.peer.id);
+        info!("conn {} registered as {}", self.peer.id, escaped(&key));
         self.key = Some(key.into());
     }
 
@@ -269,21 +272,26 @@ impl Connection {
         metrics.messages_delivered.inc_by(outcome.delivered as u64);
         if outcome.overflowed > 0 {
             warn!(
-                "conn {}: message to {to} not queued for {} slow connection(s)",
-                self.peer.id, outcome.overflowed
+                "conn {}: message to {} not queued for {} slow connection(s)",
+                self.peer.id,
+                escaped(to),
+                outcome.overflowed
             );
             metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
         }
         if outcome.delivered == 0 && outcome.overflowed == 0 {
             warn!(
-                "conn {}: message to {to} dropped (no_recipient)",
-                self.peer.id
+                "conn {}: message to {} dropped (no_recipient)",
+                self.peer.id,
+                escaped(to)
             );
             metrics.dropped(DropReason::NoRecipient, 1);
         } else {
             debug!(
-                "conn {}: {size} bytes to {to} -> {} connection(s)",
-                self.peer.id, outcome.delivered
+                "conn {}: {size} bytes to {} -> {} connection(s)",
+                self.peer.id,
+                escaped(to),
+                outcome.delivered
             );
         }
         outcome.delivered
@@ -462,13 +470,4 @@ enum WriteFailure {
     Stalled,
     /// The socket failed.
     Socket(WsError),
-}
-
-/// The start of `text`, for a log line.
-fn preview(text: &str) -> String {
-    let mut preview: String = text.chars().take(LOG_PREVIEW_CHARS).collect();
-    if preview.len() < text.len() {
-        preview.push('…');
-    }
-    preview
 }

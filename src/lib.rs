@@ -15,6 +15,7 @@
 //! - [`outbox`]: each connection's bounded outgoing queue.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
+//! - [`log_text`]: client-controlled text escaped for log lines.
 //! - [`metrics`]: the Prometheus series.
 //! - [`state`]: what all tasks share.
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod connection;
 pub mod heartbeat;
 pub mod http;
+pub mod log_text;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

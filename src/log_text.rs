@@ -1,0 +1,108 @@
+//! Client-controlled text, made safe to put in a log line.
+//!
+//! Keys, frame previews, paths and headers come from anyone who can reach the port. Logged
+//! raw, a `\n` would start a forged log line (journald and line-based shippers take it as a
+//! real entry), a `\r` would hide the visible one, and escape sequences would reach the
+//! operator's terminal. [`escaped`] writes such text with every control character, line or
+//! paragraph separator and bidirectional override spelled out as an escape, and `\` doubled,
+//! so the escaped form is unambiguous and always one line.
+
+use std::fmt::{self, Write};
+
+/// How many characters of a rejected frame are quoted in the log.
+pub const PREVIEW_CHARS: usize = 80;
+
+/// `text` for a log line, whole. See the module docs.
+pub fn escaped(text: &str) -> Escaped<'_> {
+    Escaped {
+        text,
+        max_chars: usize::MAX,
+    }
+}
+
+/// The start of `text` (at most [`PREVIEW_CHARS`] characters, `…` when cut) for a log line.
+pub fn preview(text: &str) -> Escaped<'_> {
+    Escaped {
+        text,
+        max_chars: PREVIEW_CHARS,
+    }
+}
+
+/// Displays client text escaped; made by [`escaped`] and [`preview`].
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a> {
+    text: &'a str,
+    max_chars: usize,
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, c) in self.text.chars().enumerate() {
+            if n == self.max_chars {
+                return f.write_char('…');
+            }
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if needs_escape(c) => write!(f, "\\u{{{:04x}}}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Characters that can break a line, move the cursor, start a terminal sequence or
+/// reorder what the operator sees.
+fn needs_escape(c: char) -> bool {
+    c.is_control() // C0 (ESC among them), DEL and C1 (NEL U+0085, CSI U+009B)
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' // line and paragraph separators
+                | '\u{200e}' | '\u{200f}' // directional marks
+                | '\u{202a}'..='\u{202e}' // bidirectional embeddings and overrides
+                | '\u{2066}'..='\u{2069}' // bidirectional isolates
+                | '\u{feff}' // byte order mark / zero-width no-break space
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_unchanged() {
+        let text = "3f2a6c1e-9b7d-4e5f ünïcödé 日本 {\"a\": 1}";
+        assert_eq!(escaped(text).to_string(), text);
+    }
+
+    #[test]
+    fn line_breaks_and_terminal_sequences_are_spelled_out() {
+        let forged = "k\nINFO forged\r\x1b]0;title\x07\x1b[2J\u{85}\u{2028}\u{2029}\u{202e}";
+        let logged = escaped(forged).to_string();
+        assert_eq!(
+            logged,
+            "k\\nINFO forged\\r\\u{001b}]0;title\\u{0007}\\u{001b}[2J\\u{0085}\\u{2028}\\u{2029}\\u{202e}"
+        );
+        assert!(!logged.chars().any(needs_escape));
+    }
+
+    #[test]
+    fn backslashes_are_doubled_so_escapes_cannot_be_faked() {
+        assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
+        assert_ne!(escaped("a\\nb").to_string(), escaped("a\nb").to_string());
+    }
+
+    #[test]
+    fn preview_cuts_at_a_character_boundary() {
+        let long = "é".repeat(PREVIEW_CHARS + 5);
+        let shown = preview(&long).to_string();
+        assert_eq!(shown.chars().count(), PREVIEW_CHARS + 1);
+        assert!(shown.ends_with('…'));
+        assert_eq!(preview("short").to_string(), "short");
+        let exact = "x".repeat(PREVIEW_CHARS);
+        assert_eq!(preview(&exact).to_string(), exact);
+    }
+}
