@@ -39,6 +39,13 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// through a larger buffer lent for the burst (see `read_ahead`).
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
 
+/// Messages a key's stream keeps (Part 3 of docs/PROTOCOL.md).
+pub const DEFAULT_BUFFER_MAX: usize = 256;
+/// How long a retained message is kept.
+pub const DEFAULT_BUFFER_TTL: Duration = Duration::from_secs(120);
+/// Memory all streams together may use before the oldest messages are evicted.
+pub const DEFAULT_BUFFER_MEMORY: usize = 64 << 20;
+
 /// How the relay is run. See `notify-relay --help`.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(
@@ -113,6 +120,37 @@ pub struct Config {
     /// Read buffer per connection, in bytes (memory per idle connection vs. read batching).
     #[arg(long, env = "NOTIFY_RELAY_READ_BUFFER_SIZE", default_value_t = DEFAULT_READ_BUFFER_SIZE)]
     pub read_buffer_size: usize,
+
+    /// Retention of messages in per-key streams.
+    #[command(flatten)]
+    pub streams: StreamConfig,
+}
+
+/// Per-key streams: how many messages each key keeps, for how long, and the memory all of
+/// them may use. A zero TTL turns streams off (the relay then behaves as in Parts 1-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct StreamConfig {
+    /// Messages a key's stream keeps for replay; older ones are evicted.
+    #[arg(long, env = "NOTIFY_RELAY_BUFFER_MAX", default_value_t = DEFAULT_BUFFER_MAX)]
+    pub buffer_max: usize,
+
+    /// How long a message is kept for replay (e.g. 120s, 10m); 0s turns streams off.
+    #[arg(long, env = "NOTIFY_RELAY_BUFFER_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub buffer_ttl: Duration,
+
+    /// Bytes all retained messages may use together; past it the oldest are evicted.
+    #[arg(long, env = "NOTIFY_RELAY_BUFFER_MEMORY", default_value_t = DEFAULT_BUFFER_MEMORY)]
+    pub buffer_memory: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            buffer_max: DEFAULT_BUFFER_MAX,
+            buffer_ttl: DEFAULT_BUFFER_TTL,
+            buffer_memory: DEFAULT_BUFFER_MEMORY,
+        }
+    }
 }
 
 impl Default for Config {
@@ -134,6 +172,7 @@ impl Default for Config {
             greeting: GREETING.to_owned(),
             reuse_port: false,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            streams: StreamConfig::default(),
         }
     }
 }
@@ -188,5 +227,24 @@ mod tests {
             Config::try_parse_from(["notify-relay", "--ping-interval", "250ms"]).expect("parses");
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["notify-relay", "--ping-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn stream_settings() {
+        let c = Config::try_parse_from([
+            "notify-relay",
+            "--buffer-ttl",
+            "0",
+            "--buffer-max",
+            "5",
+            "--buffer-memory",
+            "100000",
+        ])
+        .expect("parses");
+        assert!(c.streams.buffer_ttl.is_zero());
+        assert_eq!(
+            (c.streams.buffer_max, c.streams.buffer_memory),
+            (5, 100_000)
+        );
     }
 }

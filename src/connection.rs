@@ -27,11 +27,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::engine::{Outgoing, Since, Start};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
-use crate::protocol::{self, Command, Frame, Rejection, Reply};
+use crate::protocol::{self, Command, Frame, Rejection, Reply, Request};
 use crate::read_ahead::ReadAhead;
 use crate::registry::Peer;
 use crate::state::RelayState;
@@ -177,7 +178,7 @@ impl Connection {
         match message {
             Message::Text(text) => {
                 self.state.metrics.frames_received.inc();
-                self.on_text(&text);
+                self.on_text(&text).await;
                 Ok(())
             }
             Message::Binary(data) => {
@@ -201,8 +202,9 @@ impl Connection {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
-        let request = match protocol::parse(text, self.state.config.max_key_length) {
+    async fn on_text(&mut self, text: &str) {
+        let Request { id, command } = match protocol::parse(text, self.state.config.max_key_length)
+        {
             Frame::Request(request) => request,
             Frame::Ignored(why) => {
                 warn!(
@@ -215,12 +217,21 @@ impl Connection {
                 return;
             }
         };
-        let reply = match request.command {
-            Ok(Command::Register { key }) => {
-                self.register(key);
-                Reply::Registered
+        let reply = match command {
+            Ok(Command::Register { key, since }) => {
+                // The reply goes ahead of what the registration is owed (pending messages,
+                // a resume's replay), so the engine queues it first.
+                let preamble = id.map(|id| Reply::Registered.encode(Some(id)).into());
+                match self.register(key, since, preamble).await {
+                    Ok(()) => return,
+                    Err(unavailable) => unavailable,
+                }
             }
-            Ok(Command::Deliver { to, payload }) => Reply::Delivered(self.route(&to, payload)),
+            Ok(Command::Deliver { to, message }) => self.route(&to, message).await,
+            Ok(Command::Presence { key }) => match self.state.engine.presence(&key).await {
+                Ok(connections) => Reply::Presence(connections),
+                Err(_) => Reply::Unavailable,
+            },
             Err(rejection) => {
                 warn!(
                     "conn {}: frame rejected ({}): {}",
@@ -234,41 +245,78 @@ impl Connection {
                 Reply::Error(rejection)
             }
         };
-        let encoded = match (request.id, reply) {
-            (Some(id), reply) => protocol::encode_reply(id, reply),
+        let encoded = match (id, reply) {
+            (Some(id), reply) => reply.encode(Some(id)),
             (None, Reply::Error(Rejection::InvalidId)) => protocol::encode_invalid_id_reply(),
             (None, _) => return,
         };
         // Replies share the outbox with deliveries: one bounded queue, one writer.
-        // A refused push means this connection is closing, which the loop acts on.
-        let _ = self.peer.outbox.push(encoded.into());
+        self.peer.outbox.push_owed(encoded.into());
     }
 
-    fn register(&mut self, key: Cow<'_, str>) {
-        let router = &self.state.router;
-        if self.key.as_deref() == Some(&*key) {
+    /// Subscribes this connection under `key` (leaving its previous key), with `preamble`
+    /// (the reply) queued ahead of anything the registration is owed.
+    async fn register(
+        &mut self,
+        key: Cow<'_, str>,
+        since: Option<Since>,
+        preamble: Option<Utf8Bytes>,
+    ) -> Result<(), Reply> {
+        let engine = &self.state.engine;
+        if since.is_none() && self.key.as_deref() == Some(&*key) {
             debug!(
                 "conn {} registered again as {}",
                 self.peer.id,
                 escaped(&key)
             );
-            return;
+            if let Some(reply) = preamble {
+                self.peer.outbox.push_owed(reply);
+            }
+            return Ok(());
         }
         if let Some(old) = self.key.take() {
-            router.deregister(&old, self.peer.id);
+            engine.unsubscribe(&old, self.peer.id);
         }
-        router.register(&key, &self.peer);
+        let start = match since {
+            Some(since) => Start::Resume(since),
+            None => Start::Plain,
+        };
+        if engine
+            .subscribe(&key, &self.peer, start, preamble)
+            .await
+            .is_err()
+        {
+            warn!(
+                "conn {}: registration as {} failed: cluster unavailable",
+                self.peer.id,
+                escaped(&key)
+            );
+            return Err(Reply::Unavailable);
+        }
         self.state.metrics.registrations.inc();
         info!("conn {} registered as {}", self.peer.id, escaped(&key));
         self.key = Some(key.into());
+        Ok(())
     }
 
-    /// Routes `payload` to `to` and returns how many connections it was handed to.
-    fn route(&self, to: &str, payload: String) -> usize {
+    /// Publishes `message` to `to` and says what became of it.
+    async fn route(&self, to: &str, message: Outgoing) -> Reply {
         let metrics = &self.state.metrics;
+        let engine = &self.state.engine;
         metrics.messages_routed.inc();
-        let size = payload.len();
-        let outcome = self.state.router.route(to, Utf8Bytes::from(payload));
+        let size = message.payload.as_text().len();
+        let outcome = match engine.publish(to, message).await {
+            Ok(outcome) => outcome,
+            Err(unavailable) => {
+                warn!(
+                    "conn {}: message to {} dropped ({unavailable})",
+                    self.peer.id,
+                    escaped(to)
+                );
+                metrics.dropped(DropReason::Unavailable, 1);
+                return Reply::Unavailable;
+            }
+        };
         metrics.messages_delivered.inc_by(outcome.delivered as u64);
         if outcome.overflowed > 0 {
             warn!(
@@ -279,7 +327,14 @@ impl Connection {
             );
             metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
         }
-        if outcome.delivered == 0 && outcome.overflowed == 0 {
+        if outcome.buffered {
+            metrics.messages_buffered.inc();
+            debug!(
+                "conn {}: {size} bytes to {} kept as pending",
+                self.peer.id,
+                escaped(to)
+            );
+        } else if outcome.delivered == 0 && outcome.overflowed == 0 {
             warn!(
                 "conn {}: message to {} dropped (no_recipient)",
                 self.peer.id,
@@ -294,7 +349,10 @@ impl Connection {
                 outcome.delivered
             );
         }
-        outcome.delivered
+        Reply::Delivered {
+            outcome,
+            streams: engine.streams_enabled(),
+        }
     }
 
     /// Writes everything queued in the outbox with one flush, or closes the connection
@@ -459,7 +517,7 @@ impl Connection {
     fn release(&mut self) {
         self.peer.outbox.close();
         if let Some(key) = self.key.take() {
-            self.state.router.deregister(&key, self.peer.id);
+            self.state.engine.unsubscribe(&key, self.peer.id);
         }
     }
 }

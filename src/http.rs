@@ -114,7 +114,12 @@ impl Routes {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/metrics") => {
                 let metrics = &self.state.metrics;
-                metrics.keys.set(self.state.router.key_count() as i64);
+                let stats = self.state.engine.stats();
+                metrics.keys.set(stats.keys as i64);
+                metrics
+                    .retained_messages
+                    .set(stats.retained_messages as i64);
+                metrics.retained_bytes.set(stats.retained_bytes as i64);
                 let mut response = Response::new(Body::from(metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -10,8 +10,9 @@
 //! - [`http`]: HTTP on the same port (hyper): WebSocket upgrades, `/healthz`, `/metrics`.
 //! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
 //! - [`protocol`]: parsing frames and encoding replies; the only code that reads JSON.
-//! - [`router`]: the narrow interface connections register and route through.
-//! - [`registry`]: keys to live connections, sharded; cleanup in O(1).
+//! - [`engine`]: keys, per-key streams, pending messages and presence, behind one trait
+//!   (the embedded in-memory engine; a cluster engine plugs in the same way).
+//! - [`registry`]: subscribers: a connection's reachable part and the set under a key.
 //! - [`outbox`]: each connection's bounded outgoing queue.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod engine;
 pub mod heartbeat;
 pub mod http;
 pub mod log_text;
@@ -32,7 +34,6 @@ pub mod outbox;
 pub mod protocol;
 pub mod read_ahead;
 pub mod registry;
-pub mod router;
 pub mod server;
 pub mod state;
 

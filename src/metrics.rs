@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::engine::Eviction;
 use crate::protocol::{Ignored, Rejection};
 
 /// Why a frame or message was not delivered.
@@ -24,10 +25,12 @@ pub enum DropReason {
     NoRecipient,
     /// A recipient's outgoing queue was full.
     SlowConsumer,
+    /// The engine could not take the message (a cluster engine lost its backend).
+    Unavailable,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 11] = [
+    const ALL: [DropReason; 15] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -36,9 +39,13 @@ impl DropReason {
         DropReason::Rejected(Rejection::KeyTooLong),
         DropReason::Rejected(Rejection::MissingMessage),
         DropReason::Rejected(Rejection::InvalidId),
+        DropReason::Rejected(Rejection::InvalidSince),
+        DropReason::Rejected(Rejection::InvalidEphemeral),
+        DropReason::Rejected(Rejection::InvalidCollapse),
         DropReason::Binary,
         DropReason::NoRecipient,
         DropReason::SlowConsumer,
+        DropReason::Unavailable,
     ];
 
     /// The `reason` label value.
@@ -49,6 +56,7 @@ impl DropReason {
             DropReason::Binary => "binary",
             DropReason::NoRecipient => "no_recipient",
             DropReason::SlowConsumer => "slow_consumer",
+            DropReason::Unavailable => "cluster_unavailable",
         }
     }
 
@@ -134,6 +142,18 @@ pub struct Metrics {
     pub messages_routed: Counter,
     /// Messages handed to a connection (one per recipient connection).
     pub messages_delivered: Counter,
+    /// Messages kept as pending: they reached nobody and wait for the next registration.
+    pub messages_buffered: Counter,
+    /// Retained messages handed to a registration (pending or resumed), not live.
+    pub messages_replayed: Counter,
+    /// Retained messages superseded by a newer one with the same collapse name.
+    pub messages_collapsed: Counter,
+    /// Messages retained in streams; set from the engine at scrape time.
+    pub retained_messages: Gauge,
+    /// Bytes they count against `--buffer-memory`; set from the engine at scrape time.
+    pub retained_bytes: Gauge,
+    /// Per-reason handles of `messages_evicted`, indexed like [`Eviction::ALL`].
+    evicted: Vec<Counter>,
     /// Per-reason handles of `messages_dropped`, indexed by [`DropReason::index`].
     dropped: Vec<Counter>,
     /// Per-reason handles of `connections_closed`, indexed by [`CloseReason::index`].
@@ -204,6 +224,50 @@ impl Metrics {
             "Messages queued to a recipient connection",
             messages_delivered.clone(),
         );
+        let messages_buffered = Counter::default();
+        registry.register(
+            "messages_buffered",
+            "Messages that reached no connection and were kept as pending",
+            messages_buffered.clone(),
+        );
+        let messages_replayed = Counter::default();
+        registry.register(
+            "messages_replayed",
+            "Retained messages handed to a registration (pending or resumed)",
+            messages_replayed.clone(),
+        );
+        let messages_collapsed = Counter::default();
+        registry.register(
+            "messages_collapsed",
+            "Retained messages superseded by a newer one with the same collapse name",
+            messages_collapsed.clone(),
+        );
+        let retained_messages = Gauge::default();
+        registry.register(
+            "retained_messages",
+            "Messages retained in per-key streams",
+            retained_messages.clone(),
+        );
+        let retained_bytes = Gauge::default();
+        registry.register(
+            "retained_bytes",
+            "Bytes retained messages count against --buffer-memory",
+            retained_bytes.clone(),
+        );
+        let evicted_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages_evicted",
+            "Retained messages evicted, by reason (ttl, max, memory)",
+            evicted_family.clone(),
+        );
+        let evicted = Eviction::ALL
+            .iter()
+            .map(|r| {
+                evicted_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
         let dropped_family = Family::<Labels, Counter>::default();
         registry.register(
             "messages_dropped",
@@ -243,6 +307,12 @@ impl Metrics {
             registrations,
             messages_routed,
             messages_delivered,
+            messages_buffered,
+            messages_replayed,
+            messages_collapsed,
+            retained_messages,
+            retained_bytes,
+            evicted,
             dropped,
             closed,
         }
@@ -253,6 +323,21 @@ impl Metrics {
         if let Some(counter) = self.dropped.get(reason.index()) {
             counter.inc_by(n);
         }
+    }
+
+    /// Counts `n` retained messages evicted for `reason`.
+    pub fn evicted(&self, reason: Eviction, n: u64) {
+        if let Some(i) = Eviction::ALL.iter().position(|r| *r == reason) {
+            self.evicted[i].inc_by(n);
+        }
+    }
+
+    /// The current value of the eviction counter for `reason`.
+    pub fn evicted_count(&self, reason: Eviction) -> u64 {
+        Eviction::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.evicted[i].get())
     }
 
     /// Counts one connection ended for `reason`.

@@ -104,6 +104,23 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a frame the connection is owed whatever its queue holds: a reply, or a
+    /// replayed message (already retained, so its text costs nothing more). It still
+    /// counts, so live messages behind a large replay find the queue fuller.
+    pub fn push_owed(&self, frame: Utf8Bytes) {
+        let mut queue = self.lock();
+        if queue.closed || queue.overflowed {
+            return;
+        }
+        queue.bytes += frame.len();
+        queue.frames.push_back(frame);
+        let first = queue.frames.len() == 1;
+        drop(queue);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
     /// Waits until frames were queued or the queue overflowed. Cancel-safe.
     pub async fn ready(&self) {
         self.ready.notified().await;
@@ -192,6 +209,18 @@ mod tests {
         assert_eq!(frames(o.take()).len(), 2);
         o.push("1234567890".into()).expect("push after drain");
         assert_eq!(o.push("1".into()), Err(PushError::Overflowed));
+    }
+
+    #[test]
+    fn owed_frames_pass_the_limits_but_count() {
+        let o = outbox(1, 1000);
+        o.push_owed("reply".into());
+        o.push_owed("replayed".into());
+        assert_eq!(o.push("live".into()), Err(PushError::Overflowed));
+        let o = outbox(10, 1000);
+        o.push_owed("a".into());
+        o.push("b".into()).expect("push");
+        assert_eq!(frames(o.take()), ["a", "b"]);
     }
 
     #[test]

@@ -9,11 +9,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::engine::{Outgoing, Payload, Position, Published, Since};
+
 /// The text frame sent to every connection right after the handshake.
 pub const GREETING: &str = "..:: Hello from the Notification Center ::..";
 
 /// The `message` value that turns a frame into a registration.
 pub const REGISTER_MESSAGE: &str = "connected";
+
+/// Longest `collapse` name, in bytes.
+pub const MAX_COLLAPSE_LENGTH: usize = 64;
 
 /// What a text frame asks the relay to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,13 +27,20 @@ pub enum Command<'a> {
     Register {
         /// The key to register under.
         key: Cow<'a, str>,
+        /// A resumable registration's starting point; `None` for a Part 1 registration.
+        since: Option<Since>,
     },
-    /// Hand `payload` to every connection registered under `to`.
+    /// Hand `message` to every connection registered under `to`.
     Deliver {
         /// The recipient key.
         to: Cow<'a, str>,
-        /// The exact text frame the recipients receive.
-        payload: String,
+        /// The message and how it is retained.
+        message: Outgoing,
+    },
+    /// Answer how many connections are registered under `key`.
+    Presence {
+        /// The key asked about.
+        key: Cow<'a, str>,
     },
 }
 
@@ -84,6 +96,27 @@ pub enum Rejection {
     MissingMessage,
     /// `id` is neither a string nor a number.
     InvalidId,
+    /// `since` is not a string.
+    InvalidSince,
+    /// `ephemeral` is not a boolean.
+    InvalidEphemeral,
+    /// `collapse` is not a string of at most [`MAX_COLLAPSE_LENGTH`] bytes.
+    InvalidCollapse,
+}
+
+impl Rejection {
+    /// Every rejection, for metrics.
+    pub const ALL: [Rejection; 9] = [
+        Rejection::MissingRecipient,
+        Rejection::RecipientNotString,
+        Rejection::EmptyKey,
+        Rejection::KeyTooLong,
+        Rejection::MissingMessage,
+        Rejection::InvalidId,
+        Rejection::InvalidSince,
+        Rejection::InvalidEphemeral,
+        Rejection::InvalidCollapse,
+    ];
 }
 
 impl Rejection {
@@ -96,6 +129,9 @@ impl Rejection {
             Rejection::KeyTooLong => "key_too_long",
             Rejection::MissingMessage => "missing_message",
             Rejection::InvalidId => "invalid_id",
+            Rejection::InvalidSince => "invalid_since",
+            Rejection::InvalidEphemeral => "invalid_ephemeral",
+            Rejection::InvalidCollapse => "invalid_collapse",
         }
     }
 
@@ -108,6 +144,9 @@ impl Rejection {
             Rejection::KeyTooLong => "recipient_uuid is too long",
             Rejection::MissingMessage => "missing message",
             Rejection::InvalidId => "id must be a string or a number",
+            Rejection::InvalidSince => "since must be a string",
+            Rejection::InvalidEphemeral => "ephemeral must be true or false",
+            Rejection::InvalidCollapse => "collapse must be a string of at most 64 bytes",
         }
     }
 }
@@ -145,6 +184,14 @@ struct Envelope<'a> {
     message: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ephemeral: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    collapse: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    presence: Option<&'a RawValue>,
 }
 
 /// Parses one inbound text frame. `max_key_len` bounds `recipient_uuid` in bytes.
@@ -177,26 +224,72 @@ fn is_string_or_number(raw: &RawValue) -> bool {
 }
 
 fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a>, Rejection> {
+    if envelope.recipient_uuid.is_none() {
+        if let Some(raw_key) = envelope.presence.filter(|raw| !is_null(raw)) {
+            let key = valid_key(raw_key, max_key_len)?;
+            return Ok(Command::Presence { key });
+        }
+    }
     let raw_key = envelope.recipient_uuid.ok_or(Rejection::MissingRecipient)?;
-    let key = json_string(raw_key).ok_or(Rejection::RecipientNotString)?;
+    let key = valid_key(raw_key, max_key_len)?;
+    let raw_message = envelope.message.ok_or(Rejection::MissingMessage)?;
+    let payload = match json_string(raw_message) {
+        Some(text) if text == REGISTER_MESSAGE => {
+            let since = match envelope.since.filter(|raw| !is_null(raw)) {
+                None => None,
+                Some(raw) => Some(since(raw).ok_or(Rejection::InvalidSince)?),
+            };
+            return Ok(Command::Register { key, since });
+        }
+        Some(text) => Payload::text(text.into_owned()),
+        None => Payload::json(compact_json(raw_message)),
+    };
+    let ephemeral = match envelope.ephemeral.map(RawValue::get) {
+        None | Some("null" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Rejection::InvalidEphemeral),
+    };
+    let collapse = match envelope.collapse.filter(|raw| !is_null(raw)) {
+        None => None,
+        Some(raw) => match json_string(raw) {
+            Some(name) if name.len() <= MAX_COLLAPSE_LENGTH => Some(name.into()),
+            _ => return Err(Rejection::InvalidCollapse),
+        },
+    };
+    Ok(Command::Deliver {
+        to: key,
+        message: Outgoing {
+            payload,
+            ephemeral,
+            collapse,
+        },
+    })
+}
+
+/// A key as the protocol allows it: a non-empty string of at most `max_key_len` bytes.
+fn valid_key(raw: &RawValue, max_key_len: usize) -> Result<Cow<'_, str>, Rejection> {
+    let key = json_string(raw).ok_or(Rejection::RecipientNotString)?;
     if key.is_empty() {
         return Err(Rejection::EmptyKey);
     }
     if key.len() > max_key_len {
         return Err(Rejection::KeyTooLong);
     }
-    let raw_message = envelope.message.ok_or(Rejection::MissingMessage)?;
-    match json_string(raw_message) {
-        Some(text) if text == REGISTER_MESSAGE => Ok(Command::Register { key }),
-        Some(text) => Ok(Command::Deliver {
-            to: key,
-            payload: text.into_owned(),
-        }),
-        None => Ok(Command::Deliver {
-            to: key,
-            payload: compact_json(raw_message),
-        }),
-    }
+    Ok(key)
+}
+
+/// A registration's `since`: `"earliest"`, `"latest"` or a cursor. `None` if not a string.
+fn since(raw: &RawValue) -> Option<Since> {
+    let text = json_string(raw)?;
+    Some(match &*text {
+        "earliest" => Since::Earliest,
+        "latest" => Since::Latest,
+        cursor => Position::parse(cursor).map_or(Since::Unknown, Since::After),
+    })
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes. `None` when not a string.
@@ -240,51 +333,93 @@ fn compact_json(raw: &RawValue) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct ReplyFrame<'a> {
-    id: &'a RawValue,
+/// The reply to a frame (over WebSocket with its `id`; over HTTP as the response body).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplyFrame<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     delivered: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    buffered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
-/// The reply to a frame that carried an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// The connection is now registered.
     Registered,
-    /// The message was handed to this many live connections.
-    Delivered(usize),
+    /// What became of a message. With streams on it says whether the message was kept as
+    /// pending and where it was retained; with streams off only the count.
+    Delivered {
+        /// The publish outcome.
+        outcome: Published,
+        /// Whether streams are on (and so `buffered` is part of the reply).
+        streams: bool,
+    },
+    /// How many connections are registered under the key asked about.
+    Presence(usize),
     /// The frame was rejected.
     Error(Rejection),
+    /// The engine could not complete the request.
+    Unavailable,
+}
+
+/// The error text of [`Reply::Unavailable`].
+pub const UNAVAILABLE: &str = "cluster unavailable";
+
+impl Reply {
+    /// The reply as a frame, with `id` when it answers a WebSocket frame.
+    pub fn to_frame<'a>(&'a self, id: Option<ReplyId<'a>>) -> ReplyFrame<'a> {
+        let mut frame = ReplyFrame {
+            id: id.map(|id| id.0),
+            ok: true,
+            ..ReplyFrame::default()
+        };
+        match self {
+            Reply::Registered => {}
+            Reply::Delivered { outcome, streams } => {
+                frame.delivered = Some(outcome.delivered);
+                if *streams {
+                    frame.buffered = Some(outcome.buffered);
+                    frame.cursor = outcome.position.as_ref().map(ToString::to_string);
+                }
+            }
+            Reply::Presence(connections) => {
+                frame.online = Some(*connections > 0);
+                frame.connections = Some(*connections);
+            }
+            Reply::Error(rejection) => {
+                frame.ok = false;
+                frame.error = Some(rejection.reason());
+            }
+            Reply::Unavailable => {
+                frame.ok = false;
+                frame.error = Some(UNAVAILABLE);
+            }
+        }
+        frame
+    }
+
+    /// The reply as JSON text, with `id` when it answers a WebSocket frame.
+    pub fn encode(&self, id: Option<ReplyId<'_>>) -> String {
+        // Serialising raw values, bools, numbers and strings cannot fail.
+        serde_json::to_string(&self.to_frame(id)).unwrap_or_default()
+    }
 }
 
 /// Encodes `{"id": ID, "ok": ...}` for `reply`.
-pub fn encode_reply(id: ReplyId<'_>, reply: Reply) -> String {
-    let frame = match reply {
-        Reply::Registered => ReplyFrame {
-            id: id.0,
-            ok: true,
-            delivered: None,
-            error: None,
-        },
-        Reply::Delivered(n) => ReplyFrame {
-            id: id.0,
-            ok: true,
-            delivered: Some(n),
-            error: None,
-        },
-        Reply::Error(rejection) => ReplyFrame {
-            id: id.0,
-            ok: false,
-            delivered: None,
-            error: Some(rejection.reason()),
-        },
-    };
-    // Serialising a struct of a raw value, a bool, a number and a str cannot fail.
-    serde_json::to_string(&frame).unwrap_or_default()
+pub fn encode_reply(id: ReplyId<'_>, reply: &Reply) -> String {
+    reply.encode(Some(id))
 }
 
 /// Encodes a rejection for a frame whose id was itself invalid: the reply's id is null.
@@ -293,6 +428,76 @@ pub fn encode_invalid_id_reply() -> String {
         r#"{{"id":null,"ok":false,"error":{}}}"#,
         serde_json::Value::from(Rejection::InvalidId.reason())
     )
+}
+
+/// A message as a JSON value: a string message quoted, other JSON as its compact text.
+fn payload_json(payload: &Payload) -> Cow<'_, str> {
+    let text = payload.as_text().as_str();
+    if payload.is_string() {
+        Cow::Owned(serde_json::Value::from(text).to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The frame a resumable registration gets for a message:
+/// `{"cursor": "<cursor>", "message": <payload>}`, or for a message without a position
+/// (ephemeral) `{"ephemeral": true, "message": <payload>}`.
+pub fn encode_envelope(payload: &Payload, position: Option<&Position>) -> String {
+    let message = payload_json(payload);
+    match position {
+        Some(position) => format!(r#"{{"cursor":"{position}","message":{message}}}"#),
+        None => format!(r#"{{"ephemeral":true,"message":{message}}}"#),
+    }
+}
+
+/// The signal that history before `position` is lost: `{"gap": true, "cursor": ...}`.
+pub fn encode_gap(position: &Position) -> String {
+    format!(r#"{{"gap":true,"cursor":"{position}"}}"#)
+}
+
+/// A message as a Server-Sent Event: `id: <cursor>` (none for a message without a
+/// position) and the text as `data:` lines, one per line of the text, as SSE requires.
+pub fn encode_event(payload: &Payload, position: Option<&Position>) -> String {
+    let text = payload.as_text().as_str();
+    let mut event = String::with_capacity(text.len() + 48);
+    if let Some(position) = position {
+        event.push_str("id: ");
+        event.push_str(&position.to_string());
+        event.push('\n');
+    }
+    push_data_lines(&mut event, text);
+    event
+}
+
+/// The gap signal as a Server-Sent Event: `event: gap`, the cursor as its id and data.
+pub fn encode_gap_event(position: &Position) -> String {
+    format!(
+        "event: gap\nid: {position}\ndata: {}\n\n",
+        encode_gap(position)
+    )
+}
+
+/// Appends `text` as `data:` lines (CR, LF and CRLF all end a line in SSE) and the blank
+/// line that ends the event.
+fn push_data_lines(event: &mut String, text: &str) {
+    let mut rest = text;
+    loop {
+        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        event.push_str("data: ");
+        event.push_str(&rest[..end]);
+        event.push('\n');
+        if end == rest.len() {
+            break;
+        }
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    event.push('\n');
 }
 
 #[cfg(test)]
@@ -315,7 +520,8 @@ mod tests {
         assert_eq!(
             r.command,
             Ok(Command::Register {
-                key: "receiver-uuid".into()
+                key: "receiver-uuid".into(),
+                since: None
             })
         );
     }
@@ -327,7 +533,7 @@ mod tests {
             r.command,
             Ok(Command::Deliver {
                 to: "k".into(),
-                payload: "line\n\"quoted\" ü".into()
+                message: Outgoing::plain(Payload::text("line\n\"quoted\" ü"))
             })
         );
     }
@@ -339,7 +545,7 @@ mod tests {
             r.command,
             Ok(Command::Deliver {
                 to: "k".into(),
-                payload: r#"{"a":[1,2,{"b":true}]}"#.into()
+                message: Outgoing::plain(Payload::json(r#"{"a":[1,2,{"b":true}]}"#))
             })
         );
         for (message, expected) in [
@@ -359,7 +565,9 @@ mod tests {
         ] {
             let text = format!(r#"{{"recipient_uuid":"k","message":{message}}}"#);
             match request(&text).command {
-                Ok(Command::Deliver { payload, .. }) => assert_eq!(payload, expected),
+                Ok(Command::Deliver { message, .. }) => {
+                    assert_eq!(message.payload.as_text().as_str(), expected)
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -368,7 +576,13 @@ mod tests {
     #[test]
     fn escaped_key_is_decoded() {
         let r = request(r#"{"recipient_uuid":"a\u0062c","message":"connected"}"#);
-        assert_eq!(r.command, Ok(Command::Register { key: "abc".into() }));
+        assert_eq!(
+            r.command,
+            Ok(Command::Register {
+                key: "abc".into(),
+                since: None
+            })
+        );
     }
 
     #[test]
@@ -425,15 +639,29 @@ mod tests {
     fn ids_are_echoed_exactly() {
         let r = request(r#"{"id": 7, "recipient_uuid":"k","message":"connected"}"#);
         let id = r.id.expect("id");
-        assert_eq!(encode_reply(id, Reply::Registered), r#"{"id":7,"ok":true}"#);
+        assert_eq!(
+            encode_reply(id, &Reply::Registered),
+            r#"{"id":7,"ok":true}"#
+        );
         let r = request(r#"{"id":"a\"b","recipient_uuid":"k","message":"m"}"#);
         let id = r.id.expect("id");
         assert_eq!(
-            encode_reply(id, Reply::Delivered(2)),
+            encode_reply(
+                id,
+                &Reply::Delivered {
+                    outcome: Published {
+                        delivered: 2,
+                        overflowed: 0,
+                        position: None,
+                        buffered: false
+                    },
+                    streams: false
+                }
+            ),
             r#"{"id":"a\"b","ok":true,"delivered":2}"#
         );
         assert_eq!(
-            encode_reply(id, Reply::Error(Rejection::MissingMessage)),
+            encode_reply(id, &Reply::Error(Rejection::MissingMessage)),
             r#"{"id":"a\"b","ok":false,"error":"missing message"}"#
         );
         let r = request(r#"{"id":-1.5e3,"message":"m"}"#);
@@ -456,5 +684,107 @@ mod tests {
             serde_json::from_str(&encode_invalid_id_reply()).expect("valid JSON");
         assert_eq!(reply["id"], serde_json::Value::Null);
         assert_eq!(reply["ok"], false);
+    }
+
+    #[test]
+    fn part_3_fields() {
+        let r = request(r#"{"recipient_uuid":"k","message":"connected","since":"earliest"}"#);
+        assert!(matches!(
+            r.command,
+            Ok(Command::Register {
+                since: Some(Since::Earliest),
+                ..
+            })
+        ));
+        let r = request(r#"{"recipient_uuid":"k","message":"connected","since":"e1:4"}"#);
+        let Ok(Command::Register {
+            since: Some(Since::After(p)),
+            ..
+        }) = r.command
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(p.to_string(), "e1:4");
+        let r = request(r#"{"recipient_uuid":"k","message":"connected","since":"bogus"}"#);
+        assert!(matches!(
+            r.command,
+            Ok(Command::Register {
+                since: Some(Since::Unknown),
+                ..
+            })
+        ));
+        let r = request(r#"{"recipient_uuid":"k","message":"connected","since":5}"#);
+        assert_eq!(r.command, Err(Rejection::InvalidSince));
+
+        let r = request(r#"{"recipient_uuid":"k","message":"5%","ephemeral":true,"collapse":"p"}"#);
+        let Ok(Command::Deliver { message, .. }) = r.command else {
+            panic!("{r:?}")
+        };
+        assert!(message.ephemeral);
+        assert_eq!(message.collapse.as_deref(), Some("p"));
+        for (field, rejection) in [
+            (r#""ephemeral":"yes""#, Rejection::InvalidEphemeral),
+            (r#""ephemeral":1"#, Rejection::InvalidEphemeral),
+            (r#""collapse":7"#, Rejection::InvalidCollapse),
+        ] {
+            let text = format!(r#"{{"recipient_uuid":"k","message":"m",{field}}}"#);
+            assert_eq!(request(&text).command, Err(rejection), "{text}");
+        }
+        let long = format!(
+            r#"{{"recipient_uuid":"k","message":"m","collapse":"{}"}}"#,
+            "c".repeat(MAX_COLLAPSE_LENGTH + 1)
+        );
+        assert_eq!(request(&long).command, Err(Rejection::InvalidCollapse));
+
+        let r = request(r#"{"id":1,"presence":"k"}"#);
+        assert_eq!(r.command, Ok(Command::Presence { key: "k".into() }));
+        assert_eq!(
+            Reply::Presence(2).encode(r.id),
+            r#"{"id":1,"ok":true,"online":true,"connections":2}"#
+        );
+        let outcome = Published {
+            delivered: 0,
+            overflowed: 0,
+            position: Some(Position::new("e1".into(), 3)),
+            buffered: true,
+        };
+        assert_eq!(
+            Reply::Delivered {
+                outcome,
+                streams: true
+            }
+            .encode(None),
+            r#"{"ok":true,"delivered":0,"buffered":true,"cursor":"e1:3"}"#
+        );
+        assert_eq!(
+            Reply::Unavailable.encode(None),
+            r#"{"ok":false,"error":"cluster unavailable"}"#
+        );
+    }
+
+    #[test]
+    fn envelopes_gaps_and_events() {
+        let at = Position::new("e1".into(), 7);
+        let text = Payload::text("say \"hi\"");
+        let json = Payload::json(r#"{"p":1}"#);
+        assert_eq!(
+            encode_envelope(&text, Some(&at)),
+            r#"{"cursor":"e1:7","message":"say \"hi\""}"#
+        );
+        assert_eq!(
+            encode_envelope(&json, None),
+            r#"{"ephemeral":true,"message":{"p":1}}"#
+        );
+        assert_eq!(encode_gap(&at), r#"{"gap":true,"cursor":"e1:7"}"#);
+        assert_eq!(
+            encode_event(&json, Some(&at)),
+            "id: e1:7\ndata: {\"p\":1}\n\n"
+        );
+        assert_eq!(
+            encode_event(&Payload::text("a\r\nb\rc\nd"), None),
+            "data: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        assert_eq!(encode_event(&Payload::text(""), None), "data: \n\n");
+        assert!(encode_gap_event(&at).starts_with("event: gap\nid: e1:7\ndata: {"));
     }
 }

@@ -1,18 +1,20 @@
-//! Which live connections are registered under which key.
+//! Subscribers: the part of a connection other tasks reach ([`Peer`]), the set of them under
+//! one key ([`Peers`]), and the frame each kind of subscriber gets for a message
+//! ([`Framed`]).
 //!
-//! The forward map (key to connections) is sharded, so routing on different keys does
-//! not contend on one lock. The reverse map (connection to key) is the key each
-//! connection task keeps for itself: a connection holds at most one key, so releasing it
-//! on close is one O(1) lookup, and it only ever removes that connection's own entry,
-//! never another connection's registration under the same key.
+//! The reverse map (connection to key) is the key each connection task keeps for itself: a
+//! connection holds at most one key, so releasing it on close is one lookup, and it only
+//! ever removes that connection's own entry, never another connection's registration under
+//! the same key.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::engine::{Payload, Position};
 use crate::outbox::{Outbox, OutboxLimits, PushError};
+use crate::protocol;
 
 /// A process-unique connection number, for logs and for removing exactly one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,22 +33,114 @@ impl std::fmt::Display for PeerId {
     }
 }
 
-/// The part of a connection that other tasks can reach: its id and its outbox.
+/// How a subscriber wants its messages written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Framing {
+    /// Part 1: the message text itself.
+    Plain = 0,
+    /// A resumable registration: `{"cursor": ..., "message": ...}`.
+    Envelope = 1,
+    /// Server-Sent Events: `id:` and `data:` lines.
+    Events = 2,
+}
+
+impl Framing {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Framing::Envelope,
+            2 => Framing::Events,
+            _ => Framing::Plain,
+        }
+    }
+}
+
+/// The part of a connection that other tasks can reach: its id, its outbox and how it
+/// wants messages framed.
 #[derive(Debug)]
 pub struct Peer {
     /// Identifies this connection's entry under a key.
     pub id: PeerId,
     /// Frames waiting to be written to this connection.
     pub outbox: Outbox,
+    /// A [`Framing`]; set when the connection subscribes, under the key's lock.
+    framing: AtomicU8,
 }
 
 impl Peer {
-    /// A new peer with a fresh id and an empty outbox.
+    /// A new peer with a fresh id, an empty outbox and plain framing.
     pub fn new(limits: OutboxLimits) -> Arc<Self> {
         Arc::new(Self {
             id: PeerId::next(),
             outbox: Outbox::new(limits),
+            framing: AtomicU8::new(Framing::Plain as u8),
         })
+    }
+
+    /// How this subscriber wants its messages written.
+    pub fn framing(&self) -> Framing {
+        Framing::from_u8(self.framing.load(Ordering::Relaxed))
+    }
+
+    /// Sets how this subscriber wants its messages written.
+    pub fn set_framing(&self, framing: Framing) {
+        self.framing.store(framing as u8, Ordering::Relaxed);
+    }
+
+    /// Queues a message this subscriber is owed (a replay), past the queue limits.
+    pub fn push_owed(&self, payload: &Payload, position: Option<&Position>) {
+        let frame = Framed::new(payload, position).frame(self.framing());
+        self.outbox.push_owed(frame);
+    }
+
+    /// Queues the signal that history before `position` is lost.
+    pub fn push_gap(&self, position: &Position) {
+        let frame = match self.framing() {
+            Framing::Events => protocol::encode_gap_event(position),
+            Framing::Plain | Framing::Envelope => protocol::encode_gap(position),
+        };
+        self.outbox.push_owed(frame.into());
+    }
+}
+
+/// One message, framed for each kind of subscriber at most once per delivery.
+#[derive(Debug)]
+pub struct Framed<'a> {
+    /// The message.
+    payload: &'a Payload,
+    /// Its position; `None` when it has none (ephemeral, or streams off).
+    position: Option<&'a Position>,
+    /// The envelope, once a resumable subscriber needed it.
+    envelope: Option<Utf8Bytes>,
+    /// The SSE event, once an SSE subscriber needed it.
+    event: Option<Utf8Bytes>,
+}
+
+impl<'a> Framed<'a> {
+    /// `payload` at `position`, not framed yet.
+    pub fn new(payload: &'a Payload, position: Option<&'a Position>) -> Self {
+        Self {
+            payload,
+            position,
+            envelope: None,
+            event: None,
+        }
+    }
+
+    /// The frame a subscriber with `framing` gets.
+    pub fn frame(&mut self, framing: Framing) -> Utf8Bytes {
+        let (payload, position) = (self.payload, self.position);
+        match framing {
+            Framing::Plain => payload.as_text().clone(),
+            Framing::Envelope => self
+                .envelope
+                .get_or_insert_with(|| protocol::encode_envelope(payload, position).into())
+                .clone(),
+            Framing::Events => self
+                .event
+                .get_or_insert_with(|| protocol::encode_event(payload, position).into())
+                .clone(),
+        }
     }
 }
 
@@ -59,72 +153,46 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
-/// The key-to-connections map. See the module docs.
+/// The subscribers of one key, in subscription order.
 #[derive(Debug, Default)]
-pub struct Registry {
-    /// Each key's live connections, in registration order.
-    keys: DashMap<Box<str>, Vec<Arc<Peer>>>,
+pub struct Peers {
+    /// Live subscribers.
+    peers: Vec<Arc<Peer>>,
 }
 
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
+impl Peers {
+    /// Adds `peer` beside the subscribers already there.
+    pub fn add(&mut self, peer: &Arc<Peer>) {
+        self.peers.push(Arc::clone(peer));
     }
 
-    /// Adds `peer` under `key`, beside any connections already there.
-    pub fn register(&self, key: &str, peer: &Arc<Peer>) {
-        // The lookup by &str first spares allocating the key when it is already there.
-        if let Some(mut peers) = self.keys.get_mut(key) {
-            peers.push(Arc::clone(peer));
-            return;
-        }
-        self.keys
-            .entry(key.into())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(Arc::clone(peer));
+    /// Removes `peer`'s own entry; the others stay.
+    pub fn remove(&mut self, peer: PeerId) {
+        self.peers.retain(|p| p.id != peer);
     }
 
-    /// Removes `peer`'s own entry under `key`; other connections under it stay.
-    pub fn deregister(&self, key: &str, peer: PeerId) {
-        let now_empty = match self.keys.get_mut(key) {
-            Some(mut peers) => {
-                peers.retain(|p| p.id != peer);
-                peers.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            // Re-checked under the shard's write lock: a concurrent register may have
-            // added a connection since the guard above was released.
-            self.keys.remove_if(key, |_, peers| peers.is_empty());
-        }
+    /// How many subscribers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
     }
 
-    /// Queues `frame` for every connection under `key`, in registration order.
-    pub fn deliver(&self, key: &str, frame: &Utf8Bytes) -> Delivery {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Queues `message` for every subscriber, framed as each wants it.
+    pub fn deliver(&self, message: &mut Framed<'_>) -> Delivery {
         let mut outcome = Delivery::default();
-        if let Some(peers) = self.keys.get(key) {
-            for peer in peers.iter() {
-                match peer.outbox.push(frame.clone()) {
-                    Ok(()) => outcome.delivered += 1,
-                    Err(PushError::Overflowed) => outcome.overflowed += 1,
-                    // Closing connections are no longer live: they are not counted.
-                    Err(PushError::Closed) => {}
-                }
+        for peer in &self.peers {
+            match peer.outbox.push(message.frame(peer.framing())) {
+                Ok(()) => outcome.delivered += 1,
+                Err(PushError::Overflowed) => outcome.overflowed += 1,
+                // Closing connections are no longer live: they are not counted.
+                Err(PushError::Closed) => {}
             }
         }
         outcome
-    }
-
-    /// How many keys have at least one connection.
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// How many connections are registered under `key`.
-    pub fn connections_under(&self, key: &str) -> usize {
-        self.keys.get(key).map_or(0, |peers| peers.len())
     }
 }
 
@@ -138,58 +206,67 @@ mod tests {
         max_bytes: 1024,
     };
 
-    fn queued(peer: &Peer) -> usize {
+    fn queued(peer: &Peer) -> Vec<String> {
         match peer.outbox.take() {
-            Drained::Frames(frames) => frames.len(),
-            Drained::Overflowed => usize::MAX,
+            Drained::Frames(frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
+            Drained::Overflowed => vec!["<overflowed>".into()],
         }
     }
 
-    #[test]
-    fn delivers_to_every_connection_under_a_key() {
-        let registry = Registry::new();
-        let (a, b, c) = (Peer::new(LIMITS), Peer::new(LIMITS), Peer::new(LIMITS));
-        registry.register("k", &a);
-        registry.register("k", &b);
-        registry.register("other", &c);
-        let outcome = registry.deliver("k", &"hi".into());
-        assert_eq!(outcome.delivered, 2);
-        assert_eq!((queued(&a), queued(&b), queued(&c)), (1, 1, 0));
-        assert_eq!(registry.deliver("nobody", &"hi".into()).delivered, 0);
+    fn deliver(peers: &Peers, text: &str) -> Delivery {
+        peers.deliver(&mut Framed::new(&Payload::text(text), None))
     }
 
     #[test]
-    fn closing_one_connection_never_evicts_another() {
-        let registry = Registry::new();
+    fn delivers_to_every_subscriber_and_removes_only_one() {
+        let mut peers = Peers::default();
         let (a, b) = (Peer::new(LIMITS), Peer::new(LIMITS));
-        registry.register("k", &a);
-        registry.register("k", &b);
-        registry.deregister("k", a.id);
-        assert_eq!(registry.connections_under("k"), 1);
-        assert_eq!(registry.deliver("k", &"x".into()).delivered, 1);
-        assert_eq!(queued(&b), 1);
-        registry.deregister("k", b.id);
-        assert_eq!(registry.key_count(), 0);
-        // Deregistering again, or under a key never held, changes nothing.
-        registry.deregister("k", b.id);
-        registry.deregister("never", a.id);
-        assert_eq!(registry.key_count(), 0);
+        peers.add(&a);
+        peers.add(&b);
+        assert_eq!(deliver(&peers, "hi").delivered, 2);
+        assert_eq!(
+            (queued(&a), queued(&b)),
+            (vec!["hi".into()], vec!["hi".into()])
+        );
+        peers.remove(a.id);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(deliver(&peers, "x").delivered, 1);
+        assert!(queued(&a).is_empty());
+        peers.remove(a.id);
+        peers.remove(b.id);
+        assert!(peers.is_empty());
     }
 
     #[test]
-    fn overflowed_and_closed_connections_are_not_counted_as_delivered() {
-        let registry = Registry::new();
+    fn each_subscriber_gets_its_framing() {
+        let mut peers = Peers::default();
+        let (plain, envelope, events) = (Peer::new(LIMITS), Peer::new(LIMITS), Peer::new(LIMITS));
+        envelope.set_framing(Framing::Envelope);
+        events.set_framing(Framing::Events);
+        for peer in [&plain, &envelope, &events] {
+            peers.add(peer);
+        }
+        let position = Position::new("e".into(), 3);
+        let payload = Payload::text("a\nb");
+        peers.deliver(&mut Framed::new(&payload, Some(&position)));
+        assert_eq!(queued(&plain), ["a\nb"]);
+        assert_eq!(queued(&envelope), [r#"{"cursor":"e:3","message":"a\nb"}"#]);
+        assert_eq!(queued(&events), ["id: e:3\ndata: a\ndata: b\n\n"]);
+    }
+
+    #[test]
+    fn overflowed_and_closed_subscribers_are_not_counted_as_delivered() {
+        let mut peers = Peers::default();
         let (slow, closed, fine) = (Peer::new(LIMITS), Peer::new(LIMITS), Peer::new(LIMITS));
         for peer in [&slow, &closed, &fine] {
-            registry.register("k", peer);
+            peers.add(peer);
         }
         for _ in 0..LIMITS.max_frames {
             slow.outbox.push("fill".into()).expect("room");
         }
         closed.outbox.close();
-        let outcome = registry.deliver("k", &"x".into());
         assert_eq!(
-            outcome,
+            deliver(&peers, "x"),
             Delivery {
                 delivered: 1,
                 overflowed: 1

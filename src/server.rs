@@ -69,6 +69,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut backoff = ACCEPT_BACKOFF_START;
         let mut shutdown = std::pin::pin!(shutdown);
+        tracker.spawn(engine_ticks(Arc::clone(&state), cancel.clone()));
         if !config.stats_interval.is_zero() {
             let every = config.stats_interval;
             tracker.spawn(log_totals(Arc::clone(&state), every, cancel.clone()));
@@ -147,6 +148,18 @@ impl Server {
     }
 }
 
+/// Runs the engine's housekeeping (expiring retained messages) until `cancel`.
+async fn engine_ticks(state: Arc<RelayState>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(state.engine.tick_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => state.engine.tick(tokio::time::Instant::now().into_std()),
+        }
+    }
+}
+
 /// Logs the totals every `every` until `cancel`: the load at a glance, in the log,
 /// without scraping /metrics.
 async fn log_totals(state: Arc<RelayState>, every: Duration, cancel: CancellationToken) {
@@ -164,7 +177,7 @@ async fn log_totals(state: Arc<RelayState>, every: Duration, cancel: Cancellatio
             "totals: {} connection(s), {} key(s); {} message(s) delivered in the last {:?}; \
              since start: {} connection(s), {} delivered, {} dropped",
             metrics.connections.get(),
-            state.router.key_count(),
+            state.engine.stats().keys,
             delivered - delivered_before,
             every,
             metrics.connections_opened.get(),

@@ -1,10 +1,12 @@
 //! What every task of a running relay shares.
 
+use std::sync::Arc;
+
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
+use crate::engine::{Engine, MemoryEngine};
 use crate::metrics::Metrics;
-use crate::router::Router;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
 /// up to this size per write, and it bounds the buffer a connection keeps after a burst.
@@ -15,10 +17,10 @@ const WRITE_BUFFER_SIZE: usize = 16 * 1024;
 pub struct RelayState {
     /// The configuration the relay was started with.
     pub config: Config,
-    /// Registrations and routing.
-    pub router: Router,
+    /// Keys, streams and presence: the embedded engine, or a cluster engine.
+    pub engine: Arc<dyn Engine>,
     /// Counters served at `/metrics`.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Limits and buffer sizes for every WebSocket, derived once from `config`.
     pub websocket: WebSocketConfig,
 }
@@ -31,10 +33,12 @@ impl RelayState {
             .write_buffer_size(WRITE_BUFFER_SIZE)
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
+        let metrics = Arc::new(Metrics::new());
+        let engine = Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics)));
         Self {
             config,
-            router: Router::new(),
-            metrics: Metrics::new(),
+            engine,
+            metrics,
             websocket,
         }
     }

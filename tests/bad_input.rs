@@ -119,7 +119,7 @@ async fn binary_frames_are_ignored_and_counted() {
     client.assert_alive().await;
     assert_eq!(relay.state.metrics.dropped_count(DropReason::Binary), 2);
     // A registration sent as binary is not a registration.
-    assert_eq!(relay.state.router.key_count(), 0);
+    assert_eq!(relay.state.engine.stats().keys, 0);
     relay.stop().await;
 }
 
@@ -152,7 +152,7 @@ async fn bad_keys_are_rejected_and_the_connection_stays_open() {
         metrics.dropped_count(DropReason::Rejected(Rejection::MissingMessage)),
         1
     );
-    assert_eq!(relay.state.router.key_count(), 1);
+    assert_eq!(relay.state.engine.stats().keys, 1);
     relay.stop().await;
 }
 
@@ -166,7 +166,7 @@ async fn a_registration_flood_leaves_one_key() {
             .await;
     }
     client.register("final").await;
-    assert_eq!(relay.state.router.key_count(), 1);
+    assert_eq!(relay.state.engine.stats().keys, 1);
     assert_eq!(relay.state.metrics.registrations.get(), 10_001);
     let mut sender = relay.client().await;
     assert_eq!(sender.deliver("key-9999", json!("x")).await, 0);
@@ -185,7 +185,7 @@ async fn a_client_vanishing_mid_frame_is_cleaned_up() {
     drop(client);
     common::eventually("reset counted and key released", || {
         relay.state.metrics.closed_count(CloseReason::Reset) == 1
-            && relay.state.router.key_count() == 1
+            && relay.state.engine.stats().keys == 1
     })
     .await;
     let (_, _, text) = relay.get("/metrics").await;

@@ -53,7 +53,7 @@ async fn a_client_that_never_answers_is_closed_with_1011() {
         relay.state.metrics.closed_count(CloseReason::PingTimeout) == 1
     })
     .await;
-    assert_eq!(relay.state.router.key_count(), 0, "key released");
+    assert_eq!(relay.state.engine.stats().keys, 0, "key released");
     assert_eq!(silent.expect_close().await, CloseCode::Error);
     relay.stop().await;
 }

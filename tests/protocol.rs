@@ -59,7 +59,7 @@ async fn non_string_payloads_arrive_as_compact_json() {
 
 #[tokio::test]
 async fn a_connection_can_message_itself() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_streams_off().await;
     let mut client = relay.registered("me").await;
     client
         .send_json(json!({"id": 1, "recipient_uuid": "me", "message": "to myself"}))
@@ -83,13 +83,13 @@ async fn reregistering_moves_the_connection_to_the_new_key() {
     assert_eq!(sender.deliver("new", json!("found")).await, 1);
     assert_eq!(client.recv_text().await, "found");
     // Nothing stale is left under the old key.
-    assert_eq!(relay.state.router.key_count(), 1);
+    assert_eq!(relay.state.engine.stats().keys, 1);
     relay.stop().await;
 }
 
 #[tokio::test]
 async fn unregistered_recipients_are_dropped_and_counted() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_streams_off().await;
     let mut sender = relay.client().await;
     assert_eq!(sender.deliver("nobody", json!("x")).await, 0);
     sender
@@ -115,7 +115,7 @@ async fn temporary_keys_are_not_routable() {
             .send_json(json!({"recipient_uuid": guess, "message": "x"}))
             .await;
     }
-    assert_eq!(relay.state.router.key_count(), 0);
+    assert_eq!(relay.state.engine.stats().keys, 0);
     assert_eq!(sender.deliver("marker", json!("x")).await, 0);
     unregistered.assert_alive().await;
     relay.stop().await;
@@ -168,7 +168,7 @@ async fn disconnect_releases_the_key_and_others_keep_being_served() {
     let leaving = relay.registered("leaving").await;
     let mut staying = relay.registered("staying").await;
     drop(leaving);
-    common::eventually("key released", || relay.state.router.key_count() == 1).await;
+    common::eventually("key released", || relay.state.engine.stats().keys == 1).await;
     let mut sender = relay.client().await;
     assert_eq!(sender.deliver("staying", json!("hi")).await, 1);
     assert_eq!(staying.recv_text().await, "hi");

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn delivery_reply_counts_live_connections() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_streams_off().await;
     let _a = relay.registered("k").await;
     let _b = relay.registered("k").await;
     let mut sender = relay.client().await;
@@ -100,6 +100,6 @@ async fn an_id_that_is_not_a_string_or_number_is_rejected_with_a_null_id() {
     assert_eq!(reply["id"], Value::Null);
     assert_eq!(reply["ok"], false);
     // It was not acted on: the connection is not registered.
-    assert_eq!(relay.state.router.key_count(), 0);
+    assert_eq!(relay.state.engine.stats().keys, 0);
     relay.stop().await;
 }

@@ -40,7 +40,7 @@ async fn a_recipient_that_stops_reading_is_closed_and_others_are_unaffected() {
         tokio::task::yield_now().await;
     }
     common::eventually("stalled key released", || {
-        relay.state.router.key_count() == 1
+        relay.state.engine.stats().keys == 1
     })
     .await;
     assert!(metrics.dropped_count(DropReason::SlowConsumer) >= 1);

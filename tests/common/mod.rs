@@ -41,6 +41,12 @@ impl Relay {
         Self::start_with(|_| {}).await
     }
 
+    /// Starts a relay with streams off (`--buffer-ttl 0`): exactly Parts 1-2 of the
+    /// protocol, for the tests that pin that behaviour byte for byte.
+    pub async fn start_streams_off() -> Self {
+        Self::start_with(|config| config.streams.buffer_ttl = Duration::ZERO).await
+    }
+
     /// Starts a relay on 127.0.0.1:0 with settings changed by `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::loopback_ephemeral();

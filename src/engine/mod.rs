@@ -1,0 +1,231 @@
+//! The engine: where keys, their streams, pending messages and presence live.
+//!
+//! Connection and HTTP code publish, subscribe and ask for presence through the
+//! [`Engine`] trait and never know which engine serves them. The embedded [`MemoryEngine`]
+//! keeps everything in this process; a cluster engine (Redis) implements the same trait.
+//! An engine call returns an [`EngineFuture`]: ready at once for the memory engine (no
+//! allocation on the hot path), a boxed future for an engine that must ask the network.
+
+pub mod memory;
+pub mod stream;
+
+use std::fmt;
+use std::future::Ready;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::{BoxFuture, Either};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::registry::{Peer, PeerId};
+
+pub use memory::MemoryEngine;
+pub use stream::{Eviction, Since};
+
+/// What an engine call returns: ready now, or later.
+pub type EngineFuture<'a, T> = Either<Ready<T>, BoxFuture<'a, T>>;
+
+/// An engine result that is ready now.
+pub fn now<'a, T>(value: T) -> EngineFuture<'a, T> {
+    Either::Left(std::future::ready(value))
+}
+
+/// Keys, streams and presence. See the module docs.
+pub trait Engine: Send + Sync + fmt::Debug {
+    /// Hands `message` to every live subscriber of `key` and, when streams are on and the
+    /// message is not ephemeral, appends it to the key's stream.
+    fn publish<'a>(
+        &'a self,
+        key: &'a str,
+        message: Outgoing,
+    ) -> EngineFuture<'a, Result<Published, Unavailable>>;
+
+    /// Makes `peer` a subscriber of `key`. The frames it is owed are queued in its outbox
+    /// in this order, with no live message in between: `preamble` (the reply to the
+    /// registration), then what `start` calls for (pending messages, or a resume's gap
+    /// and replay), then live messages.
+    fn subscribe<'a>(
+        &'a self,
+        key: &'a str,
+        peer: &'a Arc<Peer>,
+        start: Start,
+        preamble: Option<Utf8Bytes>,
+    ) -> EngineFuture<'a, Result<(), Unavailable>>;
+
+    /// Removes `peer`'s own subscription under `key`; other subscribers stay.
+    fn unsubscribe(&self, key: &str, peer: PeerId);
+
+    /// How many connections are subscribed to `key`.
+    fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>>;
+
+    /// Housekeeping that cannot wait for traffic (expiring retained messages); the server
+    /// calls it every [`Engine::tick_interval`].
+    fn tick(&self, now: Instant);
+
+    /// How often [`Engine::tick`] should run.
+    fn tick_interval(&self) -> std::time::Duration;
+
+    /// Figures for `/metrics` and the periodic log line.
+    fn stats(&self) -> EngineStats;
+
+    /// Whether messages are retained (`--buffer-ttl` above zero).
+    fn streams_enabled(&self) -> bool;
+}
+
+/// What a delivery asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// What recipients get.
+    pub payload: Payload,
+    /// Live connections only: never retained, no position.
+    pub ephemeral: bool,
+    /// Retaining this message drops the key's earlier retained message with this name.
+    pub collapse: Option<Box<str>>,
+}
+
+impl Outgoing {
+    /// A plain message: retained when streams are on, nothing collapsed.
+    pub fn plain(payload: Payload) -> Self {
+        Self {
+            payload,
+            ephemeral: false,
+            collapse: None,
+        }
+    }
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Live connections the message was queued for.
+    pub delivered: usize,
+    /// Live connections whose queue was full (they are being closed as slow consumers).
+    pub overflowed: usize,
+    /// Where the message was retained; `None` when streams are off or it was ephemeral.
+    pub position: Option<Position>,
+    /// Kept as pending: it reached nobody and is retained for the next registration.
+    pub buffered: bool,
+}
+
+/// The engine cannot complete the call (a cluster engine lost its backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cluster unavailable")
+    }
+}
+
+/// How a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A Part 1 registration: the key's pending messages, then live ones, as plain frames.
+    Plain,
+    /// A resumable registration: envelopes with cursors, from `since` on.
+    Resume(Since),
+    /// A Server-Sent Events subscriber: events with ids, from `since` on.
+    Events(Since),
+}
+
+/// A message as the engine keeps and hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// The text a plain recipient gets: a string message verbatim, other JSON compact.
+    text: Utf8Bytes,
+    /// Whether the message was a JSON string (an envelope then quotes it again).
+    is_string: bool,
+}
+
+impl Payload {
+    /// A string message.
+    pub fn text(text: impl Into<Utf8Bytes>) -> Self {
+        Self {
+            text: text.into(),
+            is_string: true,
+        }
+    }
+
+    /// A non-string JSON message, given as its compact text.
+    pub fn json(compact: impl Into<Utf8Bytes>) -> Self {
+        Self {
+            text: compact.into(),
+            is_string: false,
+        }
+    }
+
+    /// The text a plain recipient gets.
+    pub fn as_text(&self) -> &Utf8Bytes {
+        &self.text
+    }
+
+    /// Whether the message was a JSON string.
+    pub fn is_string(&self) -> bool {
+        self.is_string
+    }
+}
+
+/// A position in a key's stream: the epoch of its incarnation and the sequence number.
+/// Clients get it as an opaque cursor, `EPOCH:SEQ`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The stream's incarnation.
+    pub epoch: Arc<str>,
+    /// 1, 2, 3, ... within the epoch (0: before the first message).
+    pub seq: u64,
+}
+
+impl Position {
+    /// The position `seq` of `epoch`.
+    pub fn new(epoch: Arc<str>, seq: u64) -> Self {
+        Self { epoch, seq }
+    }
+
+    /// Reads a cursor this relay gave out; `None` for anything else.
+    pub fn parse(cursor: &str) -> Option<Self> {
+        let (epoch, seq) = cursor.rsplit_once(':')?;
+        if epoch.is_empty()
+            || !epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            return None;
+        }
+        let seq = seq.parse().ok()?;
+        Some(Self::new(epoch.into(), seq))
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.seq)
+    }
+}
+
+/// Figures an engine reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Keys with at least one subscriber.
+    pub keys: usize,
+    /// Messages retained in streams.
+    pub retained_messages: usize,
+    /// Bytes those messages count against `--buffer-memory`.
+    pub retained_bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let p = Position::new("k3x9.1f".into(), 42);
+        assert_eq!(p.to_string(), "k3x9.1f:42");
+        assert_eq!(Position::parse("k3x9.1f:42"), Some(p));
+        for bad in [
+            "", ":", "abc", "e:", ":5", "e:-1", "e:x", "e f:1", "e\n:1", "e:1:2",
+        ] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+}
