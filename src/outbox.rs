@@ -45,6 +45,9 @@ struct Queue {
     frames: VecDeque<Utf8Bytes>,
     /// Payload bytes in `frames`, kept so the byte limit is O(1) to check.
     bytes: usize,
+    /// Frames in `frames` that were owed (replies, replays): they do not count against
+    /// the limits, which are about live traffic a reader does not keep up with.
+    owed: usize,
     /// Set by the push that found the queue full; the connection is then closed.
     overflowed: bool,
     /// Set when the connection is closing so late producers stop counting it.
@@ -85,7 +88,8 @@ impl Outbox {
             return Err(PushError::Overflowed);
         }
         let bytes = queue.bytes + frame.len();
-        if queue.frames.len() >= self.limits.max_frames || bytes > self.limits.max_bytes {
+        let live_frames = queue.frames.len() - queue.owed;
+        if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
             queue.overflowed = true;
             drop(queue);
             self.ready.notify_one();
@@ -105,14 +109,15 @@ impl Outbox {
     }
 
     /// Queues a frame the connection is owed whatever its queue holds: a reply, or a
-    /// replayed message (already retained, so its text costs nothing more). It still
-    /// counts, so live messages behind a large replay find the queue fuller.
+    /// replayed message (already retained, so its text costs nothing more). Owed frames
+    /// do not count against the limits: a replay of a full stream must not make the
+    /// next live message look like a slow consumer.
     pub fn push_owed(&self, frame: Utf8Bytes) {
         let mut queue = self.lock();
         if queue.closed || queue.overflowed {
             return;
         }
-        queue.bytes += frame.len();
+        queue.owed += 1;
         queue.frames.push_back(frame);
         let first = queue.frames.len() == 1;
         drop(queue);
@@ -139,6 +144,7 @@ impl Outbox {
             return Drained::Overflowed;
         }
         queue.bytes = 0;
+        queue.owed = 0;
         Drained::Frames(std::mem::take(&mut queue.frames))
     }
 
@@ -152,6 +158,7 @@ impl Outbox {
         let mut queue = self.lock();
         queue.closed = true;
         queue.bytes = 0;
+        queue.owed = 0;
         queue.frames = VecDeque::new();
     }
 
@@ -212,11 +219,13 @@ mod tests {
     }
 
     #[test]
-    fn owed_frames_pass_the_limits_but_count() {
-        let o = outbox(1, 1000);
-        o.push_owed("reply".into());
-        o.push_owed("replayed".into());
-        assert_eq!(o.push("live".into()), Err(PushError::Overflowed));
+    fn owed_frames_do_not_count_against_the_limits() {
+        let o = outbox(1, 4);
+        for _ in 0..10 {
+            o.push_owed("replayed".into());
+        }
+        o.push("live".into()).expect("room for live traffic");
+        assert_eq!(o.push("more".into()), Err(PushError::Overflowed));
         let o = outbox(10, 1000);
         o.push_owed("a".into());
         o.push("b".into()).expect("push");
