@@ -1,4 +1,4 @@
-//! A client for notify-relay (and any server of its protocol, PROTOCOL.md).
+//! A client for notify-relay (and any server of its protocol, docs/PROTOCOL.md).
 //!
 //! Producers [`Client::send`] to a key and learn how many connections received the
 //! message; consumers [`Client::register`] and read [`Client::next_message`].
