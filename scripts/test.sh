@@ -29,6 +29,13 @@ if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages 'websockets>=13'
 fi
 
+# The Node ws relay of bench/peers, which tests/bench_compare.rs starts (--omit=optional
+# leaves out uWebSockets.js: the benchmark's own setup, `npm ci` there, installs it).
+if [ ! -d bench/peers/node_modules/ws ]; then
+  echo "installing: ws (npm)"
+  (cd bench/peers && npm ci --omit=optional --silent --no-audit --no-fund)
+fi
+
 # playwright-core drives the system Chromium (it never downloads a browser).
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing: playwright-core (npm)"
