@@ -1,14 +1,22 @@
 //! A client for notify-relay (and any server of its protocol, docs/PROTOCOL.md).
 //!
 //! Producers [`Client::send`] to a key and learn how many connections received the
-//! message; consumers [`Client::register`] and read [`Client::next_message`].
+//! message, or that the relay kept it for the next registration; consumers
+//! [`Client::register`] and read [`Client::next_message`], or [`Client::resume`] from a
+//! cursor and read [`Client::next_event`], losing nothing across reconnects.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), notify_relay_client::Error> {
-//! use notify_relay_client::{Client, Payload};
+//! use notify_relay_client::{Client, Event, Payload};
 //! let mut client = Client::connect("ws://127.0.0.1:8765/").await?;
-//! let delivered = client.send("3f2a…", Payload::Text("50% done".into())).await?;
-//! println!("handed to {delivered} connection(s)");
+//! let sent = client.send("3f2a…", Payload::Text("50% done".into())).await?;
+//! println!("handed to {} connection(s), kept: {}", sent.delivered, sent.buffered);
+//!
+//! let mut tab = Client::connect("ws://127.0.0.1:8765/").await?;
+//! tab.resume("3f2a…", "earliest").await?;
+//! while let Event::Message { text, cursor } = tab.next_event().await? {
+//!     println!("{text} (resume after {cursor:?})");
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -22,7 +30,7 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -78,6 +86,49 @@ struct Request<'a> {
     id: u64,
     recipient_uuid: &'a str,
     message: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<&'a str>,
+}
+
+/// What became of a sent message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Live connections it was handed to.
+    pub delivered: u64,
+    /// Nobody was connected: the relay kept it as pending for the next registration.
+    pub buffered: bool,
+    /// Where the relay retained it (`None` when the relay keeps no streams).
+    pub cursor: Option<String>,
+}
+
+/// What a resumable registration receives (see [`Client::resume`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message: its text (a string message as is, other JSON as its compact text) and
+    /// its cursor (`None` for an ephemeral message, which has no position).
+    Message {
+        /// The message text.
+        text: String,
+        /// Where to resume after it.
+        cursor: Option<String>,
+    },
+    /// History before `cursor` was lost (evicted, or the relay restarted): resume from
+    /// `cursor` to lose nothing more.
+    Gap {
+        /// Where continuity holds from.
+        cursor: String,
+    },
+}
+
+/// The envelope frame of a resumable registration.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    message: Option<Box<RawValue>>,
+    #[serde(default)]
+    gap: bool,
 }
 
 /// Why a call failed.
@@ -182,20 +233,59 @@ impl Client {
         self.reply_timeout = timeout;
     }
 
-    /// Sends `payload` to every connection registered under `key`; returns how many
-    /// received it (0: nobody is registered under `key`).
-    pub async fn send(&mut self, key: &str, payload: Payload) -> Result<u64, Error> {
+    /// Sends `payload` to every connection registered under `key`; says how many
+    /// received it and whether the relay kept it for a later registration.
+    pub async fn send(&mut self, key: &str, payload: Payload) -> Result<Sent, Error> {
         let message = payload.to_raw()?;
-        let reply = self.request(key, &message).await?;
-        reply["delivered"]
+        let reply = self.request(key, &message, None).await?;
+        let delivered = reply["delivered"]
             .as_u64()
-            .ok_or_else(|| Error::Protocol(format!("no delivered count in {reply}")))
+            .ok_or_else(|| Error::Protocol(format!("no delivered count in {reply}")))?;
+        Ok(Sent {
+            delivered,
+            buffered: reply["buffered"] == true,
+            cursor: reply["cursor"].as_str().map(str::to_owned),
+        })
     }
 
-    /// Registers this connection under `key` (moving it from any previous key).
+    /// Registers this connection under `key` (moving it from any previous key). Messages
+    /// that reached nobody before arrive first, then live ones ([`Client::next_message`]).
     pub async fn register(&mut self, key: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
-        self.request(key, &connected).await.map(drop)
+        self.request(key, &connected, None).await.map(drop)
+    }
+
+    /// Registers under `key`, resuming from `since`: a cursor from an earlier
+    /// [`Event::Message`] or [`Event::Gap`], `"earliest"` (everything the relay retains)
+    /// or `"latest"` (nothing old). Read what arrives with [`Client::next_event`].
+    pub async fn resume(&mut self, key: &str, since: &str) -> Result<(), Error> {
+        let connected = Payload::Text("connected".into()).to_raw()?;
+        self.request(key, &connected, Some(since)).await.map(drop)
+    }
+
+    /// The next message or gap of a resumable registration.
+    pub async fn next_event(&mut self) -> Result<Event, Error> {
+        let text = self.next_message().await?;
+        let envelope: Envelope = serde_json::from_str(&text)
+            .map_err(|e| Error::Protocol(format!("{e}: expected an envelope, got {text}")))?;
+        if envelope.gap {
+            let cursor = envelope
+                .cursor
+                .ok_or_else(|| Error::Protocol(format!("a gap without a cursor: {text}")))?;
+            return Ok(Event::Gap { cursor });
+        }
+        let message = envelope
+            .message
+            .ok_or_else(|| Error::Protocol(format!("an envelope without a message: {text}")))?;
+        let raw = message.get();
+        let text = match serde_json::from_str::<String>(raw) {
+            Ok(string) => string,
+            Err(_) => raw.to_owned(),
+        };
+        Ok(Event::Message {
+            text,
+            cursor: envelope.cursor,
+        })
     }
 
     /// The next message addressed to this connection's key.
@@ -225,13 +315,19 @@ impl Client {
     }
 
     /// Sends a frame to `key` with a fresh id; returns the matching `{"ok": true}` reply.
-    async fn request(&mut self, key: &str, message: &RawValue) -> Result<Value, Error> {
+    async fn request(
+        &mut self,
+        key: &str,
+        message: &RawValue,
+        since: Option<&str>,
+    ) -> Result<Value, Error> {
         let id = self.next_id;
         self.next_id += 1;
         let frame = serde_json::to_string(&Request {
             id,
             recipient_uuid: key,
             message,
+            since,
         })
         .map_err(|e| Error::Protocol(e.to_string()))?;
         self.ws

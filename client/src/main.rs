@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use notify_relay_client::{check_url, Backoff, Client, Error, Payload, DEFAULT_URL};
+use notify_relay_client::{check_url, Backoff, Client, Error, Event, Payload, DEFAULT_URL};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
@@ -22,6 +22,8 @@ const EXIT_UNREACHABLE: u8 = 4;
 const EXIT_USAGE: u8 = 2;
 /// --timeout passed first.
 const EXIT_TIMEOUT: u8 = 5;
+/// Nobody is connected now; the relay kept the message for the next registration.
+const EXIT_PENDING: u8 = 6;
 /// Stopped by SIGINT (Ctrl-C) or SIGTERM, after closing the connection cleanly.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -30,9 +32,10 @@ Exit codes:
   0  delivered to at least one connection (send), or --count messages received (listen)
   1  the relay rejected the message, or another failure
   2  bad command line
-  3  nobody is registered under the UUID: the message reached no one
+  3  nobody is registered under the UUID and the relay kept nothing: the message is lost
   4  the relay could not be reached
   5  --timeout passed first
+  6  nobody is connected now: the relay keeps the message for the next registration
   130  stopped by SIGINT (Ctrl-C) or SIGTERM
 
 Every exit closes the WebSocket with a close handshake: the relay counts a clean close.";
@@ -69,11 +72,20 @@ enum Command {
     },
     /// Register as UUID and print each message on its own line.
     ///
-    /// Reconnects with exponential backoff (with jitter) and registers again when the
-    /// connection drops, e.g. across a relay restart.
+    /// Reconnects with exponential backoff (with jitter) when the connection drops, e.g.
+    /// across a relay restart, and resumes from the last message it printed: nothing
+    /// is lost or printed twice while the relay retains it. A gap (history the relay no
+    /// longer has) is reported on standard error.
     Listen {
         /// The key to register under.
         uuid: String,
+        /// Where to start: `earliest` (what the relay retains for UUID), `latest` (only
+        /// new messages), or a cursor printed by --cursors.
+        #[arg(long, default_value = "earliest")]
+        since: String,
+        /// Print each message's cursor before it, separated by a tab.
+        #[arg(long)]
+        cursors: bool,
         /// Exit (0) after this many messages.
         #[arg(long)]
         count: Option<u64>,
@@ -112,11 +124,20 @@ fn main() -> ExitCode {
             } => send(&cli.url, &uuid, &message, json, timeout, &mut interrupt).await,
             Command::Listen {
                 uuid,
+                since,
+                cursors,
                 count,
                 timeout,
             } => {
                 let deadline = timeout.map(|t| Instant::now() + t);
-                listen(&cli.url, &uuid, count, deadline, &mut interrupt).await
+                let session = Listening {
+                    url: &cli.url,
+                    uuid: &uuid,
+                    count,
+                    deadline,
+                    cursors,
+                };
+                listen(&session, since, &mut interrupt).await
             }
         }
     });
@@ -218,7 +239,12 @@ async fn send_one(client: &mut Client, uuid: &str, message: &str, json: bool) ->
     } else {
         Payload::Text(message.to_owned())
     };
-    match client.send(uuid, payload).await? {
+    let sent = client.send(uuid, payload).await?;
+    match sent.delivered {
+        0 if sent.buffered => {
+            eprintln!("nobody is connected to {uuid} now: kept for the next registration");
+            Ok(EXIT_PENDING)
+        }
         0 => {
             eprintln!("nobody is registered under {uuid}: the message reached no one");
             Ok(EXIT_NOBODY)
@@ -240,21 +266,34 @@ enum Stop {
     Interrupted(&'static str),
 }
 
-async fn listen(
-    url: &str,
-    uuid: &str,
+/// What a `listen` run was asked for.
+struct Listening<'a> {
+    url: &'a str,
+    uuid: &'a str,
+    /// Exit after this many messages.
     count: Option<u64>,
+    /// Exit (timed out) at this instant.
     deadline: Option<Instant>,
-    interrupt: &mut Interrupt,
-) -> u8 {
-    let mut received = 0u64;
+    /// Print each message's cursor before it.
+    cursors: bool,
+}
+
+/// Where a `listen` run stands: what it printed and where to resume.
+struct Progress {
+    received: u64,
+    /// `earliest`, `latest` or the cursor of the last message printed.
+    since: String,
+}
+
+async fn listen(session: &Listening<'_>, since: String, interrupt: &mut Interrupt) -> u8 {
+    let mut progress = Progress { received: 0, since };
     let mut backoff = Backoff::default();
     loop {
-        let stopped = listen_once(url, uuid, count, deadline, &mut received, &mut backoff, interrupt);
+        let stopped = listen_once(session, &mut progress, &mut backoff, interrupt);
         let error = match stopped.await {
             Ok(Stop::Done) => return EXIT_OK,
             Ok(Stop::TimedOut) => {
-                eprintln!("timed out after {received} message(s)");
+                eprintln!("timed out after {} message(s)", progress.received);
                 return EXIT_TIMEOUT;
             }
             Ok(Stop::Interrupted(signal)) => return interrupted(signal),
@@ -266,8 +305,8 @@ async fn listen(
         eprintln!("{error}; reconnecting in {}", human(delay));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = until(deadline) => {
-                eprintln!("timed out after {received} message(s)");
+            () = until(session.deadline) => {
+                eprintln!("timed out after {} message(s)", progress.received);
                 return EXIT_TIMEOUT;
             }
             signal = interrupt.recv() => return interrupted(signal),
@@ -278,32 +317,44 @@ async fn listen(
 /// One connection's worth of listening. Once connected, it always ends with a close
 /// handshake, whatever ends it.
 async fn listen_once(
-    url: &str,
-    uuid: &str,
-    count: Option<u64>,
-    deadline: Option<Instant>,
-    received: &mut u64,
+    session: &Listening<'_>,
+    progress: &mut Progress,
     backoff: &mut Backoff,
     interrupt: &mut Interrupt,
 ) -> Result<Stop, Error> {
+    let (url, uuid, deadline) = (session.url, session.uuid, session.deadline);
     let mut client = tokio::select! {
         connected = Client::connect(url) => connected?,
         () = until(deadline) => return Ok(Stop::TimedOut),
         signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
     };
-    let session = async {
-        client.register(uuid).await?;
+    let reading = async {
+        client.resume(uuid, &progress.since).await?;
         backoff.reset();
         eprintln!("listening as {uuid} on {url}");
-        while count.is_none_or(|n| *received < n) {
-            let message = client.next_message().await?;
-            println!("{message}");
-            *received += 1;
+        while session.count.is_none_or(|n| progress.received < n) {
+            match client.next_event().await? {
+                Event::Message { text, cursor } => {
+                    match (&cursor, session.cursors) {
+                        (Some(cursor), true) => println!("{cursor}\t{text}"),
+                        (None, true) => println!("-\t{text}"),
+                        _ => println!("{text}"),
+                    }
+                    progress.received += 1;
+                    if let Some(cursor) = cursor {
+                        progress.since = cursor;
+                    }
+                }
+                Event::Gap { cursor } => {
+                    eprintln!("gap: the relay no longer has some messages before {cursor}");
+                    progress.since = cursor;
+                }
+            }
         }
         Ok(Stop::Done)
     };
     let stopped = tokio::select! {
-        stopped = session => stopped,
+        stopped = reading => stopped,
         () = until(deadline) => Ok(Stop::TimedOut),
         signal = interrupt.recv() => Ok(Stop::Interrupted(signal)),
     };
