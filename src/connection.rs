@@ -22,12 +22,12 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::{Outgoing, Since, Start};
+use crate::engine::{Outgoing, Preamble, Since, Start};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
@@ -221,7 +221,13 @@ impl Connection {
             Ok(Command::Register { key, since }) => {
                 // The reply goes ahead of what the registration is owed (pending messages,
                 // a resume's replay), so the engine queues it first.
-                let preamble = id.map(|id| Reply::Registered.encode(Some(id)).into());
+                let streams = self.state.engine.streams_enabled();
+                let preamble = id.map(|id| -> Preamble<'_> {
+                    Box::new(move |replayed| {
+                        let replayed = streams.then_some(replayed);
+                        Reply::Registered { replayed }.encode(Some(id)).into()
+                    })
+                });
                 match self.register(key, since, preamble).await {
                     Ok(()) => return,
                     Err(unavailable) => unavailable,
@@ -260,7 +266,7 @@ impl Connection {
         &mut self,
         key: Cow<'_, str>,
         since: Option<Since>,
-        preamble: Option<Utf8Bytes>,
+        preamble: Option<Preamble<'_>>,
     ) -> Result<(), Reply> {
         let engine = &self.state.engine;
         if since.is_none() && self.key.as_deref() == Some(&*key) {
@@ -270,7 +276,7 @@ impl Connection {
                 escaped(&key)
             );
             if let Some(reply) = preamble {
-                self.peer.outbox.push_owed(reply);
+                self.peer.outbox.push_owed(reply(0));
             }
             return Ok(());
         }

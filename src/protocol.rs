@@ -346,6 +346,8 @@ pub struct ReplyFrame<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     online: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<usize>,
@@ -356,8 +358,12 @@ pub struct ReplyFrame<'a> {
 /// What a reply says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// The connection is now registered.
-    Registered,
+    /// The connection is now registered; with streams on, `replayed` retained messages
+    /// (pending ones, or a resume's replay) follow this reply.
+    Registered {
+        /// How many retained messages follow; `None` with streams off.
+        replayed: Option<usize>,
+    },
     /// What became of a message. With streams on it says whether the message was kept as
     /// pending and where it was retained; with streams off only the count.
     Delivered {
@@ -386,7 +392,7 @@ impl Reply {
             ..ReplyFrame::default()
         };
         match self {
-            Reply::Registered => {}
+            Reply::Registered { replayed } => frame.replayed = *replayed,
             Reply::Delivered { outcome, streams } => {
                 frame.delivered = Some(outcome.delivered);
                 if *streams {
@@ -640,7 +646,7 @@ mod tests {
         let r = request(r#"{"id": 7, "recipient_uuid":"k","message":"connected"}"#);
         let id = r.id.expect("id");
         assert_eq!(
-            encode_reply(id, &Reply::Registered),
+            encode_reply(id, &Reply::Registered { replayed: None }),
             r#"{"id":7,"ok":true}"#
         );
         let r = request(r#"{"id":"a\"b","recipient_uuid":"k","message":"m"}"#);

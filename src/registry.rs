@@ -87,19 +87,17 @@ impl Peer {
         self.framing.store(framing as u8, Ordering::Relaxed);
     }
 
-    /// Queues a message this subscriber is owed (a replay), past the queue limits.
-    pub fn push_owed(&self, payload: &Payload, position: Option<&Position>) {
-        let frame = Framed::new(payload, position).frame(self.framing());
-        self.outbox.push_owed(frame);
+    /// A message framed for this subscriber.
+    pub fn frame(&self, payload: &Payload, position: Option<&Position>) -> Utf8Bytes {
+        Framed::new(payload, position).frame(self.framing())
     }
 
-    /// Queues the signal that history before `position` is lost.
-    pub fn push_gap(&self, position: &Position) {
-        let frame = match self.framing() {
-            Framing::Events => protocol::encode_gap_event(position),
-            Framing::Plain | Framing::Envelope => protocol::encode_gap(position),
-        };
-        self.outbox.push_owed(frame.into());
+    /// The signal that history before `position` is lost, framed for this subscriber.
+    pub fn gap_frame(&self, position: &Position) -> Utf8Bytes {
+        match self.framing() {
+            Framing::Events => protocol::encode_gap_event(position).into(),
+            Framing::Plain | Framing::Envelope => protocol::encode_gap(position).into(),
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn the_log_tells_connects_registrations_drops_and_totals() {
-    let relay = RelayProcess::spawn(&["--stats-interval", "100ms"]);
+    // Streams off: a message to nobody is dropped rather than kept as pending.
+    let relay = RelayProcess::spawn(&["--stats-interval", "100ms", "--buffer-ttl", "0s"]);
     let mut client = Client::connect(&relay.url()).await;
     client.register("logged-key").await;
     client.send_text("not json at all").await;

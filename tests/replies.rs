@@ -30,7 +30,7 @@ async fn delivery_reply_counts_live_connections() {
 
 #[tokio::test]
 async fn registration_reply_is_ok_without_a_count() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_streams_off().await;
     let mut client = relay.client().await;
     client
         .send_json(json!({"id": 1.5, "recipient_uuid": "k", "message": "connected"}))

@@ -65,7 +65,11 @@ async fn the_registration_reply_comes_before_the_pending_messages() {
     let mut page = relay.client().await;
     page.send_json(json!({"id": "r", "recipient_uuid": "k", "message": "connected"}))
         .await;
-    assert_eq!(page.recv_text().await, r#"{"id":"r","ok":true}"#);
+    // It says how many retained messages follow it.
+    assert_eq!(
+        page.recv_text().await,
+        r#"{"id":"r","ok":true,"replayed":1}"#
+    );
     assert_eq!(page.recv_text().await, "waiting");
     relay.stop().await;
 }
@@ -124,7 +128,8 @@ async fn a_resumed_connection_gets_what_it_missed_as_envelopes_without_loss_or_d
         expected.push(reply["cursor"].as_str().expect("cursor").to_owned());
     }
     let mut tab = relay.client().await;
-    resume(&mut tab, "job", &cursor).await;
+    let reply = resume(&mut tab, "job", &cursor).await;
+    assert_eq!(reply["replayed"], 3);
     for (i, cursor) in expected.iter().enumerate() {
         let envelope = tab.recv_json().await;
         assert_eq!(envelope["message"], format!("missed {i}"));

@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::StreamConfig;
 use crate::engine::stream::{Removed, Stream};
 use crate::engine::{
-    now, Engine, EngineFuture, EngineStats, Eviction, Outgoing, Position, Published, Since, Start,
-    Unavailable,
+    now, Engine, EngineFuture, EngineStats, Eviction, Outgoing, Position, Preamble, Published,
+    Since, Start, Unavailable,
 };
 use crate::metrics::Metrics;
 use crate::registry::{Framed, Framing, Peer, PeerId, Peers};
@@ -154,7 +153,7 @@ impl MemoryEngine {
         key: &str,
         peer: &Arc<Peer>,
         start: Start,
-        preamble: Option<Utf8Bytes>,
+        preamble: Option<Preamble<'_>>,
     ) {
         let mut channel = match self.channels.get_mut(key) {
             Some(channel) => channel,
@@ -168,16 +167,14 @@ impl MemoryEngine {
             _ => (Framing::Plain, None),
         };
         peer.set_framing(framing);
-        if let Some(reply) = preamble {
-            peer.outbox.push_owed(reply);
-        }
-        let mut replayed = 0u64;
+        let mut owed = Vec::new();
+        let mut replayed = 0;
         match since {
             None if streams_on => {
                 if let Some(stream) = channel.stream.as_mut() {
                     for entry in stream.take_pending() {
                         let position = stream.position(entry.seq);
-                        peer.push_owed(&entry.payload, Some(&position));
+                        owed.push(peer.frame(&entry.payload, Some(&position)));
                         replayed += 1;
                     }
                 }
@@ -191,19 +188,25 @@ impl MemoryEngine {
                 if let Some(stream) = channel.stream.as_mut() {
                     let replay = stream.replay(&since);
                     if let Some(gap) = replay.gap {
-                        peer.push_gap(&stream.position(gap));
+                        owed.push(peer.gap_frame(&stream.position(gap)));
                     }
                     for entry in replay.entries {
                         let position = stream.position(entry.seq);
-                        peer.push_owed(&entry.payload, Some(&position));
+                        owed.push(peer.frame(&entry.payload, Some(&position)));
                         replayed += 1;
                     }
                 }
             }
         }
+        if let Some(preamble) = preamble {
+            peer.outbox.push_owed(preamble(replayed));
+        }
+        for frame in owed {
+            peer.outbox.push_owed(frame);
+        }
         channel.peers.add(peer);
         drop(channel);
-        self.metrics.messages_replayed.inc_by(replayed);
+        self.metrics.messages_replayed.inc_by(replayed as u64);
     }
 
     fn unsubscribe_now(&self, key: &str, peer: PeerId) {
@@ -312,7 +315,7 @@ impl Engine for MemoryEngine {
         key: &'a str,
         peer: &'a Arc<Peer>,
         start: Start,
-        preamble: Option<Utf8Bytes>,
+        preamble: Option<Preamble<'a>>,
     ) -> EngineFuture<'a, Result<(), Unavailable>> {
         self.subscribe_now(key, peer, start, preamble);
         now(Ok(()))

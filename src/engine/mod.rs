@@ -25,6 +25,10 @@ pub use stream::{Eviction, Since};
 /// What an engine call returns: ready now, or later.
 pub type EngineFuture<'a, T> = Either<Ready<T>, BoxFuture<'a, T>>;
 
+/// Makes the reply to a registration, given how many retained messages it is handed
+/// (pending or replayed); the engine queues it ahead of them.
+pub type Preamble<'a> = Box<dyn FnOnce(usize) -> Utf8Bytes + Send + 'a>;
+
 /// An engine result that is ready now.
 pub fn now<'a, T>(value: T) -> EngineFuture<'a, T> {
     Either::Left(std::future::ready(value))
@@ -42,14 +46,14 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// Makes `peer` a subscriber of `key`. The frames it is owed are queued in its outbox
     /// in this order, with no live message in between: `preamble` (the reply to the
-    /// registration), then what `start` calls for (pending messages, or a resume's gap
-    /// and replay), then live messages.
+    /// registration, told how many retained messages follow), then what `start` calls for
+    /// (pending messages, or a resume's gap and replay), then live messages.
     fn subscribe<'a>(
         &'a self,
         key: &'a str,
         peer: &'a Arc<Peer>,
         start: Start,
-        preamble: Option<Utf8Bytes>,
+        preamble: Option<Preamble<'a>>,
     ) -> EngineFuture<'a, Result<(), Unavailable>>;
 
     /// Removes `peer`'s own subscription under `key`; other subscribers stay.
