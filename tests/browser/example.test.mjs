@@ -1,6 +1,8 @@
 // examples/example.html in a real headless Chromium, against the real relay and CLI:
 // the page registers, shows what `notify-relay-client send` sends (JSON pretty-printed),
-// reconnects after a relay restart and receives again; without a hash it makes a UUID.
+// reconnects after a relay restart and receives again (showing the gap a new relay run
+// means), resumes from its stored cursor after a reload with nothing lost or doubled;
+// without a hash it makes a UUID.
 // Run by tests/browser.rs, which passes RELAY_BIN, CLIENT_BIN, PAGE and SCREENSHOT.
 import { chromium } from "playwright-core";
 import { spawn, execFileSync } from "node:child_process";
@@ -80,7 +82,9 @@ try {
   await page.waitForSelector('#state[data-state="registered"]');
   sendText("after the restart");
   await page.getByText("after the restart").waitFor();
-  assert.equal(await page.locator("#notifications li").count(), 3);
+  // The new relay run cannot prove nothing was missed: the page says so.
+  await page.getByText("Some notifications were lost here").waitFor();
+  assert.equal(await page.locator("#notifications li .body").count(), 3);
   if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
   // No hash: the page makes a UUID, shows it, and the command to try uses it.
@@ -96,6 +100,20 @@ try {
   // The second page took nothing from the first: it still receives its own messages.
   sendText("still yours");
   await page.getByText("still yours").waitFor();
+
+  // Away and back in the same tab: what was sent meanwhile is recovered from the stored
+  // cursor, once, and nothing already shown comes again.
+  const pageUrl = page.url();
+  await page.goto("about:blank");
+  // Nobody is connected: the CLI says the relay kept them (exit 6).
+  for (const text of ["while away 1", "while away 2"]) {
+    try { sendText(text); } catch (e) { assert.equal(e.status, 6, String(e.stderr)); }
+  }
+  await page.goto(pageUrl);
+  await page.getByText("Recovered 2 missed notifications.").waitFor();
+  await page.getByText("while away 2").waitFor();
+  const bodies = await page.locator("#notifications li .body").allTextContents();
+  assert.deepEqual(bodies, ["while away 2", "while away 1"], "only what was missed, in order");
   console.log("browser example: ok");
 } finally {
   await browser.close();
