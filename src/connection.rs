@@ -27,14 +27,15 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::{Outgoing, Preamble, Since, Start};
+use crate::engine::{Preamble, Since, Start};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
 use crate::protocol::{self, Command, Frame, Rejection, Reply, Request};
+use crate::publish::publish;
 use crate::read_ahead::ReadAhead;
-use crate::registry::Peer;
+use crate::registry::{Peer, PeerId};
 use crate::state::RelayState;
 
 /// How long the relay waits for the client's half of a close handshake it started.
@@ -233,7 +234,9 @@ impl Connection {
                     Err(unavailable) => unavailable,
                 }
             }
-            Ok(Command::Deliver { to, message }) => self.route(&to, message).await,
+            Ok(Command::Deliver { to, message }) => {
+                publish(&self.state, &Conn(self.peer.id), &to, message).await
+            }
             Ok(Command::Presence { key }) => match self.state.engine.presence(&key).await {
                 Ok(connections) => Reply::Presence(connections),
                 Err(_) => Reply::Unavailable,
@@ -303,62 +306,6 @@ impl Connection {
         info!("conn {} registered as {}", self.peer.id, escaped(&key));
         self.key = Some(key.into());
         Ok(())
-    }
-
-    /// Publishes `message` to `to` and says what became of it.
-    async fn route(&self, to: &str, message: Outgoing) -> Reply {
-        let metrics = &self.state.metrics;
-        let engine = &self.state.engine;
-        metrics.messages_routed.inc();
-        let size = message.payload.as_text().len();
-        let outcome = match engine.publish(to, message).await {
-            Ok(outcome) => outcome,
-            Err(unavailable) => {
-                warn!(
-                    "conn {}: message to {} dropped ({unavailable})",
-                    self.peer.id,
-                    escaped(to)
-                );
-                metrics.dropped(DropReason::Unavailable, 1);
-                return Reply::Unavailable;
-            }
-        };
-        metrics.messages_delivered.inc_by(outcome.delivered as u64);
-        if outcome.overflowed > 0 {
-            warn!(
-                "conn {}: message to {} not queued for {} slow connection(s)",
-                self.peer.id,
-                escaped(to),
-                outcome.overflowed
-            );
-            metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
-        }
-        if outcome.buffered {
-            metrics.messages_buffered.inc();
-            debug!(
-                "conn {}: {size} bytes to {} kept as pending",
-                self.peer.id,
-                escaped(to)
-            );
-        } else if outcome.delivered == 0 && outcome.overflowed == 0 {
-            warn!(
-                "conn {}: message to {} dropped (no_recipient)",
-                self.peer.id,
-                escaped(to)
-            );
-            metrics.dropped(DropReason::NoRecipient, 1);
-        } else {
-            debug!(
-                "conn {}: {size} bytes to {} -> {} connection(s)",
-                self.peer.id,
-                escaped(to),
-                outcome.delivered
-            );
-        }
-        Reply::Delivered {
-            outcome,
-            streams: engine.streams_enabled(),
-        }
     }
 
     /// Writes everything queued in the outbox with one flush, or closes the connection
@@ -525,6 +472,15 @@ impl Connection {
         if let Some(key) = self.key.take() {
             self.state.engine.unsubscribe(&key, self.peer.id);
         }
+    }
+}
+
+/// A connection as log lines name it: `conn #7`.
+struct Conn(PeerId);
+
+impl std::fmt::Display for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn {}", self.0)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`server`]: the listening socket, the accept loop, the connection limit, the drain.
 //! - [`http`]: HTTP on the same port (hyper): WebSocket upgrades, `/healthz`, `/metrics`.
 //! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
+//! - [`publish`]: publishing a message, with the metrics and logs every door shares.
 //! - [`protocol`]: parsing frames and encoding replies; the only code that reads JSON.
 //! - [`engine`]: keys, per-key streams, pending messages and presence, behind one trait
 //!   (the embedded in-memory engine; a cluster engine plugs in the same way).
@@ -32,6 +33,7 @@ pub mod log_text;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod publish;
 pub mod read_ahead;
 pub mod registry;
 pub mod server;

@@ -1,0 +1,60 @@
+//! Publishing one message: the engine call and the metrics and log lines that every door
+//! (a WebSocket frame, an HTTP publish) shares, so both count and log alike.
+
+use std::fmt::Display;
+
+use log::{debug, warn};
+
+use crate::engine::Outgoing;
+use crate::log_text::escaped;
+use crate::metrics::DropReason;
+use crate::protocol::Reply;
+use crate::state::RelayState;
+
+/// Publishes `message` to `to` and says what became of it. `from` names the sender in log
+/// lines (a connection id, or an HTTP client's address).
+pub async fn publish(
+    state: &RelayState,
+    from: &(dyn Display + Sync),
+    to: &str,
+    message: Outgoing,
+) -> Reply {
+    let metrics = &state.metrics;
+    let engine = &state.engine;
+    metrics.messages_routed.inc();
+    let size = message.payload.as_text().len();
+    let outcome = match engine.publish(to, message).await {
+        Ok(outcome) => outcome,
+        Err(unavailable) => {
+            warn!("{from}: message to {} dropped ({unavailable})", escaped(to));
+            metrics.dropped(DropReason::Unavailable, 1);
+            return Reply::Unavailable;
+        }
+    };
+    metrics.messages_delivered.inc_by(outcome.delivered as u64);
+    if outcome.overflowed > 0 {
+        warn!(
+            "{from}: message to {} not queued for {} slow connection(s)",
+            escaped(to),
+            outcome.overflowed
+        );
+        metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
+    }
+    if outcome.buffered {
+        metrics.messages_buffered.inc();
+        debug!("{from}: {size} bytes to {} kept as pending", escaped(to));
+    } else if outcome.delivered == 0 && outcome.overflowed == 0 {
+        warn!("{from}: message to {} dropped (no_recipient)", escaped(to));
+        metrics.dropped(DropReason::NoRecipient, 1);
+    } else {
+        debug!(
+            "{from}: {size} bytes to {} -> {} connection(s)",
+            escaped(to),
+            outcome.delivered
+        );
+    }
+    Reply::Delivered {
+        outcome,
+        streams: engine.streams_enabled(),
+    }
+}
