@@ -2,13 +2,15 @@
 //! `GET /metrics`, and 404 for everything else.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::{ready, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
@@ -17,6 +19,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, error};
+use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -30,7 +33,15 @@ use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::read_ahead::ReadAhead;
 use crate::state::RelayState;
 
-type Body = Full<Bytes>;
+mod events;
+mod presence;
+mod publish;
+
+/// A response body: whole (most routes) or streamed (Server-Sent Events).
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What a route's handler returns.
+type Responding = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Serves one accepted TCP connection until it closes or is upgraded.
 ///
@@ -48,12 +59,14 @@ pub(crate) async fn serve_connection(
     // A client must send its request headers in time: idle sockets and slow
     // handshakes do not get to hold a connection slot.
     let header_timeout = state.config.handshake_timeout;
+    let abort = CancellationToken::new();
     let routes = Routes {
         remote,
         state,
         at_capacity,
         slot: Mutex::new(slot),
         shutdown: shutdown.clone(),
+        abort: abort.clone(),
         tracker,
     };
     let mut builder = http1::Builder::new();
@@ -66,6 +79,8 @@ pub(crate) async fn serve_connection(
         .with_upgrades());
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        // A route gave up on the client (an event stream it does not read): drop it.
+        () = abort.cancelled() => Ok(()),
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -88,6 +103,8 @@ struct Routes {
     slot: Mutex<Option<OwnedSemaphorePermit>>,
     /// Passed to the WebSocket task so it can drain on shutdown.
     shutdown: CancellationToken,
+    /// Cuts this TCP connection (see [`events`]).
+    abort: CancellationToken,
     /// Tracks the WebSocket task so shutdown waits for it.
     tracker: TaskTracker,
 }
@@ -95,10 +112,87 @@ struct Routes {
 impl Service<Request<Incoming>> for Routes {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
+    type Future = Responding;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        ready(Ok(self.respond(request)))
+        if !self.at_capacity && !wants_websocket(request.headers()) {
+            if let Some(route) = self.api(request.uri().path()) {
+                return self.serve_api(route, request);
+            }
+        }
+        Box::pin(ready(Ok(self.respond(request))))
+    }
+}
+
+/// The routes whose handlers wait (for a body, the engine, or a stream).
+enum Api {
+    /// `/publish` and `/publish/<KEY>`, with what follows `/publish`.
+    Publish(String),
+    /// `/presence/<KEY>`, with the encoded key.
+    Presence(String),
+    /// `/events/<KEY>`, with the encoded key.
+    Events(String),
+}
+
+impl Routes {
+    fn api(&self, path: &str) -> Option<Api> {
+        if let Some(rest) = path.strip_prefix("/publish") {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Some(Api::Publish(rest.to_owned()));
+            }
+        }
+        if let Some(key) = path.strip_prefix("/presence/") {
+            return Some(Api::Presence(key.to_owned()));
+        }
+        path.strip_prefix("/events/")
+            .map(|key| Api::Events(key.to_owned()))
+    }
+
+    fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
+        let state = Arc::clone(&self.state);
+        let remote = self.remote;
+        match route {
+            Api::Publish(rest) => {
+                Box::pin(async move { Ok(publish::serve(&state, remote, request, &rest).await) })
+            }
+            Api::Presence(key) => {
+                Box::pin(async move { Ok(presence::serve(&state, request.method(), &key).await) })
+            }
+            Api::Events(key) => {
+                let Some(slot) = self.take_slot() else {
+                    return Box::pin(ready(Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections\n",
+                    ))));
+                };
+                let subscriber = events::Subscriber {
+                    remote,
+                    _slot: slot,
+                    shutdown: self.shutdown.clone(),
+                    abort: self.abort.clone(),
+                };
+                Box::pin(async move {
+                    let (parts, _body) = request.into_parts();
+                    let query = parts.uri.query();
+                    Ok(events::serve(
+                        state,
+                        &parts.method,
+                        &parts.headers,
+                        query,
+                        &key,
+                        subscriber,
+                    )
+                    .await)
+                })
+            }
+        }
+    }
+
+    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -120,7 +214,7 @@ impl Routes {
                     .retained_messages
                     .set(stats.retained_messages as i64);
                 metrics.retained_bytes.set(stats.retained_bytes as i64);
-                let mut response = Response::new(Body::from(metrics.encode()));
+                let mut response = Response::new(full(metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(METRICS_CONTENT_TYPE),
@@ -171,11 +265,7 @@ impl Routes {
         };
         let accept = derive_accept_key(key.as_bytes());
 
-        let slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let slot = self.take_slot();
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
@@ -200,7 +290,7 @@ impl Routes {
             }
         });
 
-        let mut response = Response::new(Body::default());
+        let mut response = Response::new(full(Bytes::new()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -252,8 +342,39 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
+/// A whole body.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A JSON response.
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    // Serialising the relay's own reply types cannot fail.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// 405 with the methods the route takes.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -126,6 +126,8 @@ pub struct Metrics {
     registry: Registry,
     /// Open WebSocket connections.
     pub connections: Gauge,
+    /// Open Server-Sent Events subscriptions (`GET /events/<KEY>`).
+    pub event_streams: Gauge,
     /// WebSocket connections accepted since start.
     pub connections_opened: Counter,
     /// TCP connections refused because `max_connections` was reached.
@@ -175,6 +177,12 @@ impl Metrics {
             "connections",
             "Open WebSocket connections",
             connections.clone(),
+        );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Open Server-Sent Events subscriptions (GET /events/KEY)",
+            event_streams.clone(),
         );
         let connections_opened = Counter::default();
         registry.register(
@@ -299,6 +307,7 @@ impl Metrics {
         Self {
             registry,
             connections,
+            event_streams,
             connections_opened,
             connections_rejected,
             accept_errors,

@@ -269,13 +269,30 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
 /// A key as the protocol allows it: a non-empty string of at most `max_key_len` bytes.
 fn valid_key(raw: &RawValue, max_key_len: usize) -> Result<Cow<'_, str>, Rejection> {
     let key = json_string(raw).ok_or(Rejection::RecipientNotString)?;
+    check_key(&key, max_key_len)?;
+    Ok(key)
+}
+
+/// Checks a key given outside JSON (an HTTP path): non-empty, at most `max_key_len` bytes.
+pub fn check_key(key: &str, max_key_len: usize) -> Result<(), Rejection> {
     if key.is_empty() {
         return Err(Rejection::EmptyKey);
     }
     if key.len() > max_key_len {
         return Err(Rejection::KeyTooLong);
     }
-    Ok(key)
+    Ok(())
+}
+
+/// A message given as a JSON document (an HTTP body sent as `application/json`): a JSON
+/// string is a string message, any other value is delivered as its compact text. `None`
+/// when `text` is not JSON.
+pub fn json_payload(text: &str) -> Option<Payload> {
+    let raw: &RawValue = serde_json::from_str(text).ok()?;
+    Some(match json_string(raw) {
+        Some(string) => Payload::text(string.into_owned()),
+        None => Payload::json(compact_json(raw)),
+    })
 }
 
 /// A registration's `since`: `"earliest"`, `"latest"` or a cursor. `None` if not a string.
@@ -378,6 +395,9 @@ pub enum Reply {
     Error(Rejection),
     /// The engine could not complete the request.
     Unavailable,
+    /// A request refused for a reason outside the WebSocket rejections (an HTTP body
+    /// that is not JSON, a registration sent to the publish endpoint).
+    Refused(Cow<'static, str>),
 }
 
 /// The error text of [`Reply::Unavailable`].
@@ -411,6 +431,10 @@ impl Reply {
             Reply::Unavailable => {
                 frame.ok = false;
                 frame.error = Some(UNAVAILABLE);
+            }
+            Reply::Refused(why) => {
+                frame.ok = false;
+                frame.error = Some(why);
             }
         }
         frame
@@ -766,6 +790,19 @@ mod tests {
             Reply::Unavailable.encode(None),
             r#"{"ok":false,"error":"cluster unavailable"}"#
         );
+    }
+
+    #[test]
+    fn http_keys_and_json_bodies() {
+        assert_eq!(check_key("k", 4), Ok(()));
+        assert_eq!(check_key("", 4), Err(Rejection::EmptyKey));
+        assert_eq!(check_key("12345", 4), Err(Rejection::KeyTooLong));
+        assert_eq!(json_payload(" \"a\\nb\" "), Some(Payload::text("a\nb")));
+        assert_eq!(
+            json_payload("{ \"z\": 1.50 }"),
+            Some(Payload::json("{\"z\":1.50}"))
+        );
+        assert_eq!(json_payload("{nope"), None);
     }
 
     #[test]

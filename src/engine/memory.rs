@@ -163,7 +163,7 @@ impl MemoryEngine {
         // With streams off the relay behaves exactly as in Parts 1-2: plain frames.
         let (framing, since) = match start {
             Start::Resume(since) if streams_on => (Framing::Envelope, Some(since)),
-            Start::Events(since) => (Framing::Events, streams_on.then_some(since)),
+            Start::Events(since) => (Framing::Events, since.filter(|_| streams_on)),
             _ => (Framing::Plain, None),
         };
         peer.set_framing(framing);

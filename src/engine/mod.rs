@@ -128,8 +128,9 @@ pub enum Start {
     Plain,
     /// A resumable registration: envelopes with cursors, from `since` on.
     Resume(Since),
-    /// A Server-Sent Events subscriber: events with ids, from `since` on.
-    Events(Since),
+    /// A Server-Sent Events subscriber: events with ids, from `since` on, or with no
+    /// `since` the key's pending messages (as a plain registration gets them).
+    Events(Option<Since>),
 }
 
 /// A message as the engine keeps and hands it out.

@@ -1,0 +1,224 @@
+//! `GET /events/<KEY>`: a key's messages as Server-Sent Events, for `EventSource`.
+//!
+//! An SSE subscriber is a connection like a WebSocket one: it holds a connection slot, is a
+//! peer under the key (presence, `delivered`), has the same bounded outbox (past it, the
+//! stream is cut as a slow consumer) and ends on drain. Each message is an event whose
+//! `id:` is its cursor, so the browser's own reconnect (`Last-Event-ID`) resumes it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+use log::{info, warn};
+use percent_encoding::percent_decode_str;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{interval_at, Instant, Interval};
+use tokio_util::sync::CancellationToken;
+
+use super::{json, method_not_allowed, Body};
+use crate::engine::{Position, Since, Start};
+use crate::log_text::escaped;
+use crate::metrics::CloseReason;
+use crate::outbox::Drained;
+use crate::protocol::{self, Reply};
+use crate::registry::Peer;
+use crate::state::RelayState;
+
+/// The comment line that keeps an idle stream (and the proxies on its way) alive.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// Sent first: how long a browser waits before reconnecting, and the headers' flush.
+const PREAMBLE: &[u8] = b"retry: 2000\n: connected\n\n";
+
+/// What the handler needs besides the request.
+pub(super) struct Subscriber {
+    /// The client, for logs.
+    pub remote: SocketAddr,
+    /// The connection's share of `--max-connections`, held while the stream is open.
+    pub _slot: OwnedSemaphorePermit,
+    /// Cancelled when the relay drains.
+    pub shutdown: CancellationToken,
+    /// Cancelled to cut the HTTP connection (a slow consumer), since a stalled write
+    /// never polls the body again.
+    pub abort: CancellationToken,
+}
+
+/// Serves `GET /events/<KEY>` (`encoded` is the percent-encoded key).
+pub(super) async fn serve(
+    state: Arc<RelayState>,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    encoded: &str,
+    subscriber: Subscriber,
+) -> Response<Body> {
+    if *method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let refused = |why: &'static str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &Reply::Refused(why.into()).to_frame(None),
+        )
+    };
+    let Ok(key) = percent_decode_str(encoded).decode_utf8() else {
+        return refused("the key is not valid UTF-8");
+    };
+    if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
+        return refused(rejection.reason());
+    }
+    let since = starting_point(headers, query);
+    let peer = Peer::new(state.config.outbox_limits());
+    if state
+        .engine
+        .subscribe(&key, &peer, Start::Events(since), None)
+        .await
+        .is_err()
+    {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Reply::Unavailable.to_frame(None),
+        );
+    }
+    state.metrics.event_streams.inc();
+    // A client that stops reading stalls hyper's write, and the body is not polled again:
+    // this watcher cuts the connection when the outbox overflows meanwhile.
+    let done = CancellationToken::new();
+    tokio::spawn(cut_when_overflowed(
+        Arc::clone(&peer),
+        subscriber.abort.clone(),
+        done.clone(),
+    ));
+    info!(
+        "events {} from {} subscribed to {}",
+        peer.id,
+        subscriber.remote,
+        escaped(&key)
+    );
+    let every = state.config.ping_interval;
+    let stream = EventStream {
+        key: key.into_owned().into(),
+        peer,
+        state,
+        keep_alive: interval_at(Instant::now() + every, every),
+        queued: Default::default(),
+        started: false,
+        subscriber,
+        done,
+    };
+    let body = StreamBody::new(stream::unfold(stream, EventStream::next_chunk));
+    let mut response = Response::new(BodyExt::boxed_unsync(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Where a subscription starts: `Last-Event-ID` (the browser's reconnect, the newer
+/// position) wins over `?since=`; with neither, the key's pending messages, as for a
+/// plain registration.
+fn starting_point(headers: &HeaderMap, query: Option<&str>) -> Option<Since> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let since_param = || {
+        form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(name, _)| name == "since")
+            .map(|(_, value)| value.into_owned())
+    };
+    let since = match last_event_id {
+        Some(id) => id.to_owned(),
+        None => since_param()?,
+    };
+    Some(match since.as_str() {
+        "earliest" => Since::Earliest,
+        "latest" => Since::Latest,
+        cursor => Position::parse(cursor).map_or(Since::Unknown, Since::After),
+    })
+}
+
+/// One open event stream: the subscriber's outbox, read into the response body.
+struct EventStream {
+    key: Box<str>,
+    peer: Arc<Peer>,
+    state: Arc<RelayState>,
+    keep_alive: Interval,
+    /// Events taken from the outbox, not yet handed to hyper.
+    queued: std::collections::VecDeque<tokio_tungstenite::tungstenite::Utf8Bytes>,
+    /// Whether the preamble went out.
+    started: bool,
+    subscriber: Subscriber,
+    /// Ends the overflow watcher.
+    done: CancellationToken,
+}
+
+/// Cancels `abort` if `peer`'s outbox overflows before `done`.
+async fn cut_when_overflowed(peer: Arc<Peer>, abort: CancellationToken, done: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = peer.outbox.overflow() => {
+                if peer.outbox.is_overflowed() {
+                    warn!("events {}: closed by the relay (slow_consumer)", peer.id);
+                    abort.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type Chunk = Result<Frame<Bytes>, Infallible>;
+
+impl EventStream {
+    /// The next piece of the body; `None` ends the stream (drain, slow consumer).
+    async fn next_chunk(mut self) -> Option<(Chunk, Self)> {
+        if !self.started {
+            self.started = true;
+            return Some((Ok(Frame::data(Bytes::from_static(PREAMBLE))), self));
+        }
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some((Ok(Frame::data(Bytes::from(event))), self));
+            }
+            tokio::select! {
+                () = self.subscriber.shutdown.cancelled() => return None,
+                _ = self.keep_alive.tick() => {
+                    return Some((Ok(Frame::data(Bytes::from_static(KEEP_ALIVE))), self));
+                }
+                () = self.peer.outbox.ready() => match self.peer.outbox.take() {
+                    Drained::Frames(frames) => self.queued = frames,
+                    Drained::Overflowed => return None,
+                },
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    /// Leaves the key however the stream ended: drained, cut, or the client went away.
+    fn drop(&mut self) {
+        self.done.cancel();
+        let overflowed = self.peer.outbox.is_overflowed();
+        self.peer.outbox.close();
+        self.state.engine.unsubscribe(&self.key, self.peer.id);
+        self.state.metrics.event_streams.dec();
+        if overflowed {
+            self.subscriber.abort.cancel();
+            self.state.metrics.closed(CloseReason::SlowConsumer);
+        }
+        info!("events {} closed", self.peer.id);
+    }
+}

@@ -1,0 +1,50 @@
+//! `GET /presence/<KEY>`: whether anyone is connected under a key, and how many.
+
+use hyper::{Method, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+
+use super::{json, method_not_allowed, Body};
+use crate::protocol::{self, Reply};
+use crate::state::RelayState;
+
+/// The body of a presence answer.
+#[derive(Serialize)]
+struct Presence<'a> {
+    key: &'a str,
+    online: bool,
+    connections: usize,
+}
+
+/// Serves `GET /presence/<KEY>` (`encoded` is the percent-encoded key).
+pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) -> Response<Body> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let refused = |why: &'static str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &Reply::Refused(why.into()).to_frame(None),
+        )
+    };
+    let Ok(key) = percent_decode_str(encoded).decode_utf8() else {
+        return refused("the key is not valid UTF-8");
+    };
+    if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
+        return refused(rejection.reason());
+    }
+    match state.engine.presence(&key).await {
+        Ok(connections) => json(
+            StatusCode::OK,
+            &Presence {
+                key: &key,
+                online: connections > 0,
+                connections,
+            },
+        ),
+        Err(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Reply::Unavailable.to_frame(None),
+        ),
+    }
+}
