@@ -2,8 +2,10 @@
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::router::Router;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
@@ -21,6 +23,10 @@ pub struct RelayState {
     pub metrics: Metrics,
     /// Limits and buffer sizes for every WebSocket, derived once from `config`.
     pub websocket: WebSocketConfig,
+    /// The `--max-connections` slots and the allowance past them for health checks.
+    pub capacity: Capacity,
+    /// What `/readyz` reports: draining, and conditions other parts add.
+    pub readiness: Readiness,
 }
 
 impl RelayState {
@@ -32,10 +38,12 @@ impl RelayState {
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         Self {
+            capacity: Capacity::new(config.max_connections),
             config,
             router: Router::new(),
             metrics: Metrics::new(),
             websocket,
+            readiness: Readiness::default(),
         }
     }
 }
