@@ -1,6 +1,8 @@
 //! HTTP on the relay's port (hyper): WebSocket upgrades on any path, `GET /healthz`,
 //! `GET /metrics`, and 404 for everything else.
 
+pub mod handshake;
+
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::net::SocketAddr;
