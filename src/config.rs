@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_KEY_LENGTH: usize = 256;
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
 /// Bytes one connection may have waiting before it is closed as a slow consumer.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
-/// Concurrent TCP connections (WebSocket and HTTP) before new ones get 503.
+/// Concurrent connections (WebSocket and pending HTTP); past it, upgrades get 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// How long a new connection may take to send its HTTP request (handshake) headers.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,7 +92,8 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
     pub max_queued_bytes: usize,
 
-    /// Concurrent connections; past it new connections get HTTP 503.
+    /// Concurrent connections; past it, WebSocket upgrades get HTTP 503 (/healthz,
+    /// /readyz and /metrics still answer).
     #[arg(long, env = "NOTIFY_RELAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 

@@ -1,11 +1,23 @@
-//! HTTP on the relay's port (hyper): WebSocket upgrades on any path, `GET /healthz`,
-//! `GET /metrics`, and 404 for everything else.
+//! HTTP on the relay's port (hyper): WebSocket handshakes on any path, `/healthz`
+//! (liveness), `/readyz` (readiness), `/metrics`, a short explanation at `/` for
+//! browsers, the Part 3 doors (`/publish`, `/presence/<KEY>`, `/events/<KEY>`, one file
+//! each), and 404 for everything else.
+//!
+//! Every connection reads at most [`MAX_REQUEST_HEAD_BYTES`] of request headers (hyper
+//! answers 431 past it) within `--handshake-timeout`. A connection that arrived while
+//! the relay was full holds an overflow place (see [`crate::capacity`]): it is served
+//! one request without keep-alive, so `/healthz`, `/readyz` and `/metrics` answer at
+//! capacity while an upgrade gets 503.
+
+mod events;
+pub mod handshake;
+mod presence;
+mod publish;
 
 use std::convert::Infallible;
-use std::future::{ready, Future};
+use std::future::{pending, ready, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -13,29 +25,28 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use log::{debug, error};
+use log::{debug, error, warn};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capacity::Admission;
 use crate::connection::{self, Socket};
-use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::log_text::escaped;
+use crate::metrics::{HandshakeRejection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::read_ahead::ReadAhead;
 use crate::state::RelayState;
-
-mod events;
-mod presence;
-mod publish;
+use handshake::{BadHandshake, WEBSOCKET_VERSION};
 
 /// A response body: whole (most routes) or streamed (Server-Sent Events).
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -43,27 +54,37 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// What a route's handler returns.
 type Responding = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
+/// Largest request header section (request line and headers) read; hyper answers 431
+/// past it. Node.js's default, which browsers' WebSocket handshakes (cookies included)
+/// live with. A pending handshake holds at most this much, not hyper's default 400 KiB.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
+/// The paths served over plain HTTP (GET and HEAD).
+const ROUTES: [&str; 4] = ["/", "/healthz", "/readyz", "/metrics"];
+/// The `Allow` header of a 405 on those paths.
+const ALLOWED_METHODS: &str = "GET, HEAD";
+
 /// Serves one accepted TCP connection until it closes or is upgraded.
 ///
-/// `slot` is the connection's share of `max_connections`; `None` means the relay is
-/// full, and every request on this connection gets 503.
+/// `admission` is the connection's slot (it may become a WebSocket), or its overflow
+/// place when the relay was full (one request, no keep-alive, closed early when a newer
+/// connection needs the place).
 pub(crate) async fn serve_connection(
     tcp: TcpStream,
     remote: SocketAddr,
     state: Arc<RelayState>,
-    slot: Option<OwnedSemaphorePermit>,
+    admission: Admission,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let at_capacity = slot.is_none();
-    // A client must send its request headers in time: idle sockets and slow
-    // handshakes do not get to hold a connection slot.
-    let header_timeout = state.config.handshake_timeout;
+    let (slot, overflow) = match admission {
+        Admission::Slot(slot) => (Some(slot), None),
+        Admission::Overflow(place) => (None, Some(place)),
+    };
     let abort = CancellationToken::new();
     let routes = Routes {
         remote,
-        state,
-        at_capacity,
+        state: Arc::clone(&state),
         slot: Mutex::new(slot),
         shutdown: shutdown.clone(),
         abort: abort.clone(),
@@ -72,22 +93,43 @@ pub(crate) async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(!at_capacity);
+        // A client must send its request headers in time: idle sockets and slow
+        // handshakes do not get to hold a connection slot.
+        .header_read_timeout(state.config.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .keep_alive(overflow.is_none());
     let mut conn = pin!(builder
         .serve_connection(TokioIo::new(tcp), routes)
         .with_upgrades());
+    let evicted = async {
+        match &overflow {
+            Some(place) => place.evicted().await,
+            None => pending().await,
+        }
+    };
     let result = tokio::select! {
         result = conn.as_mut() => result,
         // A route gave up on the client (an event stream it does not read): drop it.
         () = abort.cancelled() => Ok(()),
+        () = evicted => {
+            state.metrics.overflow_evicted.inc();
+            debug!("closing {remote}: it arrived at max-connections and a newer connection needs its place");
+            return;
+        }
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(error) = result {
-        debug!("http connection from {remote}: {error}");
+        if error.is_parse_too_large() {
+            state
+                .metrics
+                .handshake_rejected(HandshakeRejection::HeadersTooLarge);
+            debug!("431 to {remote}: request headers over {MAX_REQUEST_HEAD_BYTES} bytes");
+        } else {
+            debug!("http connection from {remote}: {error}");
+        }
     }
 }
 
@@ -97,9 +139,8 @@ struct Routes {
     remote: SocketAddr,
     /// Shared relay state.
     state: Arc<RelayState>,
-    /// Whether the relay was full when this connection arrived: every request gets 503.
-    at_capacity: bool,
-    /// The connection slot; moved into the WebSocket task on upgrade.
+    /// The connection slot, moved into the WebSocket task on upgrade; `None` when the
+    /// connection arrived at capacity.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
     /// Passed to the WebSocket task so it can drain on shutdown.
     shutdown: CancellationToken,
@@ -115,8 +156,8 @@ impl Service<Request<Incoming>> for Routes {
     type Future = Responding;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        if !self.at_capacity && !wants_websocket(request.headers()) {
-            if let Some(route) = self.api(request.uri().path()) {
+        if !handshake::wants_websocket(request.headers()) {
+            if let Some(route) = Api::of(request.uri().path()) {
                 return self.serve_api(route, request);
             }
         }
@@ -124,7 +165,7 @@ impl Service<Request<Incoming>> for Routes {
     }
 }
 
-/// The routes whose handlers wait (for a body, the engine, or a stream).
+/// The routes whose handlers wait (for a body, the engine, or a stream of events).
 enum Api {
     /// `/publish` and `/publish/<KEY>`, with what follows `/publish`.
     Publish(String),
@@ -134,8 +175,8 @@ enum Api {
     Events(String),
 }
 
-impl Routes {
-    fn api(&self, path: &str) -> Option<Api> {
+impl Api {
+    fn of(path: &str) -> Option<Self> {
         if let Some(rest) = path.strip_prefix("/publish") {
             if rest.is_empty() || rest.starts_with('/') {
                 return Some(Api::Publish(rest.to_owned()));
@@ -147,7 +188,9 @@ impl Routes {
         path.strip_prefix("/events/")
             .map(|key| Api::Events(key.to_owned()))
     }
+}
 
+impl Routes {
     fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
         let state = Arc::clone(&self.state);
         let remote = self.remote;
@@ -159,11 +202,10 @@ impl Routes {
                 Box::pin(async move { Ok(presence::serve(&state, request.method(), &key).await) })
             }
             Api::Events(key) => {
-                let Some(slot) = self.take_slot() else {
-                    return Box::pin(ready(Ok(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many connections\n",
-                    ))));
+                // A subscriber holds a connection slot, like a WebSocket.
+                let slot = match self.admit() {
+                    Ok(slot) => slot,
+                    Err(refused) => return Box::pin(ready(Ok(*refused))),
                 };
                 let subscriber = events::Subscriber {
                     remote,
@@ -174,107 +216,118 @@ impl Routes {
                 Box::pin(async move {
                     let (parts, _body) = request.into_parts();
                     let query = parts.uri.query();
-                    Ok(events::serve(
-                        state,
-                        &parts.method,
-                        &parts.headers,
-                        query,
-                        &key,
-                        subscriber,
-                    )
-                    .await)
+                    let headers = &parts.headers;
+                    Ok(events::serve(state, &parts.method, headers, query, &key, subscriber).await)
                 })
             }
         }
     }
 
-    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-}
-
-impl Routes {
-    fn respond(&self, request: Request<Incoming>) -> Response<Body> {
-        if self.at_capacity {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    /// A connection slot for a long-lived connection (WebSocket or event stream), or the
+    /// 503 that says why there is none.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Box<Response<Body>>> {
+        if self.state.readiness.is_draining() {
+            self.state.metrics.connections_rejected.inc();
+            debug!("refusing {}: draining", self.remote);
+            return Err(Box::new(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Failed to open a WebSocket connection: the relay is shutting down.\n",
+            )));
         }
-        if wants_websocket(request.headers()) {
+        // A connection that arrived at capacity may still find a slot freed since.
+        self.take_slot()
+            .or_else(|| self.state.capacity.try_slot())
+            .ok_or_else(|| {
+                self.state.metrics.connections_rejected.inc();
+                warn!(
+                    "refusing {}: {} connections is the limit",
+                    self.remote,
+                    self.state.capacity.limit()
+                );
+                Box::new(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Failed to open a WebSocket connection: too many connections.\n",
+                ))
+            })
+    }
+
+    fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        if handshake::wants_websocket(request.headers()) {
             return self.upgrade(request);
         }
-        match (request.method(), request.uri().path()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/metrics") => {
-                let metrics = &self.state.metrics;
-                let stats = self.state.engine.stats();
-                metrics.keys.set(stats.keys as i64);
-                metrics
-                    .retained_messages
-                    .set(stats.retained_messages as i64);
-                metrics.retained_bytes.set(stats.retained_bytes as i64);
-                let mut response = Response::new(full(metrics.encode()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(METRICS_CONTENT_TYPE),
-                );
-                response
-            }
-            (_, "/healthz" | "/metrics") => {
-                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
-                response
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        let path = request.uri().path();
+        if !ROUTES.contains(&path) {
+            return text(StatusCode::NOT_FOUND, NOT_FOUND_TEXT);
         }
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            return response;
+        }
+        // hyper leaves the body out of HEAD responses and keeps their Content-Length.
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => self.readiness(),
+            "/metrics" => self.metrics(),
+            _ => about(request.headers()),
+        }
+    }
+
+    /// `/readyz`: 200 while a new WebSocket connection would be accepted, else 503 with
+    /// one reason per line.
+    fn readiness(&self) -> Response<Body> {
+        let mut reasons = self.state.readiness.reasons();
+        if !self.holds_slot() && !self.state.capacity.has_free_slot() {
+            reasons.push(format!(
+                "full: {} connections is the --max-connections limit",
+                self.state.capacity.limit()
+            ));
+        }
+        if reasons.is_empty() {
+            return text(StatusCode::OK, "ready\n");
+        }
+        let mut body = String::from("not ready\n");
+        for reason in reasons {
+            body.push_str(&reason);
+            body.push('\n');
+        }
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let metrics = &self.state.metrics;
+        let stats = self.state.engine.stats();
+        metrics.keys.set(stats.keys as i64);
+        metrics
+            .retained_messages
+            .set(stats.retained_messages as i64);
+        metrics.retained_bytes.set(stats.retained_bytes as i64);
+        let mut response = Response::new(full(metrics.encode()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        );
+        response
     }
 
     /// Answers a WebSocket handshake (RFC 6455 section 4.2) and starts the connection
     /// task, which takes over the socket once hyper has sent the 101.
     fn upgrade(&self, mut request: Request<Incoming>) -> Response<Body> {
-        let headers = request.headers();
-        if request.method() != Method::GET {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "WebSocket handshake must use GET\n",
-            );
-        }
-        if !has_token(headers, header::CONNECTION, "upgrade") {
-            return text(StatusCode::BAD_REQUEST, "missing Connection: upgrade\n");
-        }
-        if headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(HeaderValue::as_bytes)
-            != Some(b"13")
-        {
-            let mut response = text(
-                StatusCode::UPGRADE_REQUIRED,
-                "unsupported WebSocket version\n",
-            );
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
-            return response;
-        }
-        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-            return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        let accept = match handshake::accept_key(&request) {
+            Ok(accept) => accept,
+            Err(bad) => return self.refuse_handshake(&request, bad),
         };
-        let accept = derive_accept_key(key.as_bytes());
+        let slot = match self.admit() {
+            Ok(slot) => slot,
+            Err(refused) => return *refused,
+        };
 
-        let slot = self.take_slot();
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
         let remote = self.remote;
-        let Some(slot) = slot else {
-            // A keep-alive connection asking to upgrade a second time: impossible after
-            // a successful upgrade, since hyper hands the socket over.
-            return text(StatusCode::BAD_REQUEST, "already upgraded\n");
-        };
         let tracker = self.tracker.clone();
         // The handshake's state lives in this short task; the connection gets a task of
         // its own holding only what it needs for its whole life.
@@ -300,6 +353,82 @@ impl Routes {
         }
         response
     }
+
+    /// The error response to an invalid handshake, counted and logged.
+    fn refuse_handshake(&self, request: &Request<Incoming>, bad: BadHandshake) -> Response<Body> {
+        self.state.metrics.handshake_rejected(bad.metric());
+        debug!(
+            "bad handshake from {} ({} {}): {}",
+            self.remote,
+            escaped(request.method().as_str()),
+            escaped(request.uri().path()),
+            bad.reason()
+        );
+        let body = format!("Failed to open a WebSocket connection: {}.\n", bad.reason());
+        let mut response = text(bad.status(), body);
+        if bad == BadHandshake::UnsupportedVersion {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static(WEBSOCKET_VERSION),
+            );
+        }
+        response
+    }
+
+    /// Whether this connection still holds the slot it was accepted with.
+    fn holds_slot(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// The body of a 404.
+const NOT_FOUND_TEXT: &str = "not found: notify-relay answers WebSocket handshakes on any \
+path, and plain HTTP at /healthz, /readyz, /metrics, /publish, /presence/KEY and \
+/events/KEY (see /)\n";
+
+/// `GET /` from a browser: 426, and a few lines saying what this port is. The WebSocket
+/// address is built from the Host header only when it is a valid authority.
+fn about(headers: &HeaderMap) -> Response<Body> {
+    let address = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<Authority>().ok())
+        .map_or_else(
+            || "ws://HOST:PORT/".to_owned(),
+            |authority| match authority.port_u16() {
+                Some(port) => format!("ws://{}:{port}/", authority.host()),
+                None => format!("ws://{}/", authority.host()),
+            },
+        );
+    let body = format!(
+        "This is notify-relay, a WebSocket notification relay.\n\
+         \n\
+         A browser cannot open it as a page: WebSocket clients connect to {address}\n\
+         (wss:// behind TLS) and register a key to receive its messages.\n\
+         \n\
+         Plain HTTP endpoints:\n\
+         \x20 /healthz        liveness: 200 while the relay is serving\n\
+         \x20 /readyz         readiness: 503 while it refuses new WebSocket connections\n\
+         \x20 /metrics        Prometheus metrics\n\
+         \x20 /publish/KEY    POST a message to KEY (curl -d 'hello' .../publish/KEY)\n\
+         \x20 /presence/KEY   whether anyone is connected under KEY\n\
+         \x20 /events/KEY     KEY's messages as Server-Sent Events (EventSource)\n"
+    );
+    let mut response = text(StatusCode::UPGRADE_REQUIRED, body);
+    response
+        .headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response
 }
 
 /// Recovers the plain `TcpStream` from hyper's upgraded connection, so an idle
@@ -325,21 +454,6 @@ async fn into_websocket(
             None
         }
     }
-}
-
-/// Whether the request asks to switch to WebSocket.
-fn wants_websocket(headers: &HeaderMap) -> bool {
-    has_token(headers, header::UPGRADE, "websocket")
-}
-
-/// Whether a comma-separated header holds `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 /// A whole body.
@@ -370,10 +484,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 fn not_found() -> Response<Body> {
-    text(StatusCode::NOT_FOUND, "not found\n")
+    text(StatusCode::NOT_FOUND, NOT_FOUND_TEXT)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+/// A plain-text response.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -381,24 +496,4 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_tokens() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        headers.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
-        assert!(has_token(&headers, header::CONNECTION, "upgrade"));
-        assert!(wants_websocket(&headers));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        assert!(!wants_websocket(&headers));
-        assert!(!has_token(&HeaderMap::new(), header::CONNECTION, "upgrade"));
-    }
 }

@@ -6,8 +6,11 @@
 //!
 //! Layout, one responsibility per module:
 //! - [`config`]: every setting and limit, with its default (clap).
-//! - [`server`]: the listening socket, the accept loop, the connection limit, the drain.
-//! - [`http`]: HTTP on the same port (hyper): WebSocket upgrades, `/healthz`, `/metrics`.
+//! - [`server`]: the listening socket, the accept loop, the drain.
+//! - [`capacity`]: the connection limit, and the allowance past it for health checks.
+//! - [`http`]: HTTP on the same port (hyper): WebSocket handshakes, `/healthz`,
+//!   `/readyz`, `/metrics`.
+//! - [`readiness`]: why the relay should not get new clients now (`/readyz`).
 //! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
 //! - [`publish`]: publishing a message, with the metrics and logs every door shares.
 //! - [`protocol`]: parsing frames and encoding replies; the only code that reads JSON.
@@ -24,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod capacity;
 pub mod config;
 pub mod connection;
 pub mod engine;
@@ -35,6 +39,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod publish;
 pub mod read_ahead;
+pub mod readiness;
 pub mod registry;
 pub mod server;
 pub mod state;

@@ -117,6 +117,55 @@ impl CloseReason {
     }
 }
 
+/// Why a WebSocket handshake (or, for `HeadersTooLarge`, any request) was refused with
+/// an HTTP error before it reached a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeRejection {
+    /// Not a GET (400).
+    Method,
+    /// HTTP/1.0 (505).
+    HttpVersion,
+    /// No Host header, or more than one (400).
+    Host,
+    /// No `Connection: upgrade` (400).
+    Connection,
+    /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes (400).
+    Key,
+    /// `Sec-WebSocket-Version` missing or repeated (400), or not 13 (426).
+    Version,
+    /// A request header section over the limit (431, answered by hyper).
+    HeadersTooLarge,
+}
+
+impl HandshakeRejection {
+    const ALL: [HandshakeRejection; 7] = [
+        HandshakeRejection::Method,
+        HandshakeRejection::HttpVersion,
+        HandshakeRejection::Host,
+        HandshakeRejection::Connection,
+        HandshakeRejection::Key,
+        HandshakeRejection::Version,
+        HandshakeRejection::HeadersTooLarge,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeRejection::Method => "method",
+            HandshakeRejection::HttpVersion => "http_version",
+            HandshakeRejection::Host => "host",
+            HandshakeRejection::Connection => "connection",
+            HandshakeRejection::Key => "key",
+            HandshakeRejection::Version => "version",
+            HandshakeRejection::HeadersTooLarge => "headers_too_large",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// The relay's metrics. Cloned handles share the same series.
@@ -130,8 +179,10 @@ pub struct Metrics {
     pub event_streams: Gauge,
     /// WebSocket connections accepted since start.
     pub connections_opened: Counter,
-    /// TCP connections refused because `max_connections` was reached.
+    /// WebSocket upgrades refused with 503: at `max_connections`, or draining.
     pub connections_rejected: Counter,
+    /// Connections past `max_connections` closed to make room for a newer one.
+    pub overflow_evicted: Counter,
     /// Failed accepts (e.g. out of file descriptors); the accept loop backs off.
     pub accept_errors: Counter,
     /// Keys with at least one connection; set from the registry at scrape time.
@@ -160,6 +211,9 @@ pub struct Metrics {
     dropped: Vec<Counter>,
     /// Per-reason handles of `connections_closed`, indexed by [`CloseReason::index`].
     closed: Vec<Counter>,
+    /// Per-reason handles of `handshakes_rejected`, indexed by
+    /// [`HandshakeRejection::index`].
+    handshakes_rejected: Vec<Counter>,
 }
 
 impl Default for Metrics {
@@ -193,8 +247,15 @@ impl Metrics {
         let connections_rejected = Counter::default();
         registry.register(
             "connections_rejected",
-            "TCP connections refused with 503 because max-connections was reached",
+            "WebSocket upgrades refused with 503: the relay was at max-connections or draining",
             connections_rejected.clone(),
+        );
+        let overflow_evicted = Counter::default();
+        registry.register(
+            "overflow_evicted",
+            "Connections past max-connections (served /healthz, /readyz, /metrics only) \
+             closed to make room for a newer one",
+            overflow_evicted.clone(),
         );
         let accept_errors = Counter::default();
         registry.register(
@@ -304,12 +365,28 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let rejected_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "handshakes_rejected",
+            "WebSocket handshakes refused with an HTTP error, by reason \
+             (headers_too_large: any request)",
+            rejected_family.clone(),
+        );
+        let handshakes_rejected = HandshakeRejection::ALL
+            .iter()
+            .map(|r| {
+                rejected_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
         Self {
             registry,
             connections,
             event_streams,
             connections_opened,
             connections_rejected,
+            overflow_evicted,
             accept_errors,
             keys,
             frames_received,
@@ -324,6 +401,7 @@ impl Metrics {
             evicted,
             dropped,
             closed,
+            handshakes_rejected,
         }
     }
 
@@ -354,6 +432,20 @@ impl Metrics {
         if let Some(counter) = self.closed.get(reason.index()) {
             counter.inc();
         }
+    }
+
+    /// Counts one handshake refused for `reason`.
+    pub fn handshake_rejected(&self, reason: HandshakeRejection) {
+        if let Some(counter) = self.handshakes_rejected.get(reason.index()) {
+            counter.inc();
+        }
+    }
+
+    /// The current value of the handshake rejection counter for `reason`.
+    pub fn handshake_rejected_count(&self, reason: HandshakeRejection) -> u64 {
+        self.handshakes_rejected
+            .get(reason.index())
+            .map_or(0, Counter::get)
     }
 
     /// The current value of the drop counter for `reason`.
@@ -396,6 +488,9 @@ mod tests {
         for reason in CloseReason::ALL {
             metrics.closed(reason);
         }
+        for reason in HandshakeRejection::ALL {
+            metrics.handshake_rejected(reason);
+        }
         let text = metrics.encode();
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             let line = format!(
@@ -408,6 +503,13 @@ mod tests {
         for reason in CloseReason::ALL {
             let line = format!(
                 "notify_relay_connections_closed_total{{reason=\"{}\"}} 1",
+                reason.as_str()
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
+        for reason in HandshakeRejection::ALL {
+            let line = format!(
+                "notify_relay_handshakes_rejected_total{{reason=\"{}\"}} 1",
                 reason.as_str()
             );
             assert!(text.contains(&line), "missing {line}");

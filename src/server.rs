@@ -1,4 +1,4 @@
-//! The listening socket, the accept loop with its connection limit, and the drain.
+//! The listening socket, the accept loop, and the drain.
 
 use std::future::Future;
 use std::io;
@@ -6,14 +6,14 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capacity::Admission;
 use crate::config::Config;
 use crate::http;
 use crate::state::RelayState;
@@ -66,7 +66,6 @@ impl Server {
         );
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut backoff = ACCEPT_BACKOFF_START;
         let mut shutdown = std::pin::pin!(shutdown);
         tracker.spawn(engine_ticks(Arc::clone(&state), cancel.clone()));
@@ -87,19 +86,17 @@ impl Server {
                     let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
                     // Notifications are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
-                    let slot = Arc::clone(&slots).try_acquire_owned().ok();
-                    if slot.is_none() {
-                        state.metrics.connections_rejected.inc();
-                        warn!(
-                            "refusing {remote}: {} connections is the limit",
-                            config.max_connections
-                        );
+                    // At capacity the connection may still reach /healthz, /readyz and
+                    // /metrics; http refuses it only if it asks for a WebSocket.
+                    let admission = state.capacity.admit();
+                    if let Admission::Overflow(_) = admission {
+                        debug!("{remote} arrived at max-connections: plain HTTP only");
                     }
                     tracker.spawn(http::serve_connection(
                         tcp,
                         remote,
                         Arc::clone(&state),
-                        slot,
+                        admission,
                         cancel.clone(),
                         tracker.clone(),
                     ));
@@ -118,6 +115,8 @@ impl Server {
             }
         }
 
+        // A request already on its way gets 503 from /readyz and for an upgrade.
+        state.readiness.set_draining();
         drop(listener);
         let open = state.metrics.connections.get();
         info!(

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
 /// up to this size per write, and it bounds the buffer a connection keeps after a burst.
@@ -23,6 +25,10 @@ pub struct RelayState {
     pub metrics: Arc<Metrics>,
     /// Limits and buffer sizes for every WebSocket, derived once from `config`.
     pub websocket: WebSocketConfig,
+    /// The `--max-connections` slots and the allowance past them for health checks.
+    pub capacity: Capacity,
+    /// What `/readyz` reports: draining, and conditions other parts add.
+    pub readiness: Readiness,
 }
 
 impl RelayState {
@@ -36,10 +42,12 @@ impl RelayState {
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics)));
         Self {
+            capacity: Capacity::new(config.max_connections),
             config,
             engine,
             metrics,
             websocket,
+            readiness: Readiness::default(),
         }
     }
 }

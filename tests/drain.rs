@@ -69,3 +69,43 @@ async fn the_listener_closes_at_once_on_sigterm() {
     assert!(tokio::net::TcpStream::connect(relay.addr).await.is_err());
     assert_eq!(relay.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+#[tokio::test]
+async fn requests_on_their_way_at_sigterm_hear_that_the_relay_is_draining() {
+    use tokio::io::AsyncWriteExt;
+
+    let relay = RelayProcess::spawn(&["--drain-timeout", "5s"]);
+    // Two requests, all but their final blank line sent before the signal.
+    let mut probe = tokio::net::TcpStream::connect(relay.addr)
+        .await
+        .expect("connect");
+    probe
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: relay\r\n")
+        .await
+        .expect("send");
+    let mut upgrade = tokio::net::TcpStream::connect(relay.addr)
+        .await
+        .expect("connect");
+    upgrade
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        )
+        .await
+        .expect("send");
+    common::wait_until_server_read(&probe).await;
+    common::wait_until_server_read(&upgrade).await;
+    relay.signal("TERM");
+    relay.wait_for_log("shutting down");
+
+    probe.write_all(b"\r\n").await.expect("send");
+    let ready = common::read_response(&mut probe, false).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.body.contains("draining"), "{ready:?}");
+    upgrade.write_all(b"\r\n").await.expect("send");
+    let refused = common::read_response(&mut upgrade, false).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("shutting down"), "{refused:?}");
+    let mut relay = relay;
+    assert_eq!(relay.wait_exit(Duration::from_secs(5)), Some(0));
+}

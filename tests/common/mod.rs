@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use notify_relay::state::RelayState;
 use notify_relay::{Config, Server};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -464,4 +465,119 @@ pub fn wait_for_port(port: u16) {
 pub fn rewrite(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "expected {from:?} in the shipped file");
     text.replace(from, to)
+}
+
+/// An HTTP response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` as-is on a new TCP connection and reads one response. For requests
+/// no well-behaved client library would send (two keys, HTTP/1.0, no Host, huge headers).
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    // The relay may answer (431) and close before it has read all of a huge request.
+    let _ = within("send request", tcp.write_all(request)).await;
+    let head_only = request.starts_with(b"HEAD ");
+    read_response(&mut tcp, head_only).await
+}
+
+/// Reads one response from `tcp`: the head, then a body of Content-Length bytes (none
+/// for 101 or when `head_only`). Reads no further, so responses can be read one by one.
+pub async fn read_response(tcp: &mut TcpStream, head_only: bool) -> RawResponse {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = within("response head", tcp.read_u8())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connection ended before a response head ({e}): {:?}",
+                    String::from_utf8_lossy(&head)
+                )
+            });
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    let mut body = Vec::new();
+    if status != 101 && !head_only {
+        body.resize(length, 0);
+        within("response body", tcp.read_exact(&mut body))
+            .await
+            .expect("read response body");
+    }
+    RawResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Reads until the peer closes the connection (failing at the deadline); returns what
+/// arrived first.
+pub async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match within("end of stream", tcp.read(&mut chunk)).await {
+            Ok(0) | Err(_) => return data,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Waits until the server end of `client` has taken every byte sent so far out of its
+/// kernel receive queue (Linux `/proc/net/tcp`, IPv4 loopback): the relay has read them.
+pub async fn wait_until_server_read(client: &TcpStream) {
+    let local = client.local_addr().expect("local addr");
+    let peer = client.peer_addr().expect("peer addr");
+    // /proc/net/tcp writes ports as four hex digits.
+    let server_end = format!(":{:04X} ", peer.port());
+    let client_end = format!(":{:04X} ", local.port());
+    eventually("the relay read the bytes sent", || {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local_field), Some(remote_field), Some(queues)) =
+                (fields.get(1), fields.get(2), fields.get(4))
+            else {
+                return false;
+            };
+            format!("{local_field} ").ends_with(&server_end)
+                && format!("{remote_field} ").ends_with(&client_end)
+                && queues.ends_with(":00000000")
+        })
+    })
+    .await;
 }
