@@ -191,7 +191,24 @@ impl Api {
 }
 
 impl Routes {
+    /// Serves a Part 3 route. Pages on other origins may call them (a browser's
+    /// EventSource or fetch), as they may open the WebSocket: CORS allows any origin.
     fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
+        if request.method() == Method::OPTIONS {
+            return Box::pin(ready(Ok(preflight())));
+        }
+        let responding = self.route_api(route, request);
+        Box::pin(async move {
+            let mut response = responding.await?;
+            response.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            Ok(response)
+        })
+    }
+
+    fn route_api(&self, route: Api, request: Request<Incoming>) -> Responding {
         let state = Arc::clone(&self.state);
         let remote = self.remote;
         match route {
@@ -454,6 +471,30 @@ async fn into_websocket(
             None
         }
     }
+}
+
+/// The answer to a CORS preflight on a Part 3 route.
+fn preflight() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, authorization, last-event-id"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
 }
 
 /// A whole body.

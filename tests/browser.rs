@@ -1,30 +1,31 @@
-//! examples/example.html in a real headless Chromium (Debian's), driven by
-//! tests/browser/example.test.mjs through playwright-core, against the real relay and
-//! notify-relay-client binaries. scripts/test.sh installs chromium and playwright-core.
+//! The example pages in a real headless Chromium (Debian's), driven by the scripts in
+//! tests/browser through playwright-core, against the real relay and notify-relay-client
+//! binaries: examples/example.html (WebSocket) and examples/events.html (EventSource).
+//! scripts/test.sh installs chromium and playwright-core.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn example_page_receives_notifications_and_survives_a_relay_restart() {
+/// Runs `script` from tests/browser with node, the real binaries and `page`.
+fn run_browser_script(script: &str, page: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tests = root.join("tests/browser");
     assert!(
         tests.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run scripts/test.sh (or npm install in tests/browser)"
     );
-    let screenshot = root.join("target/browser-example.png");
+    let screenshot = root.join(format!("target/browser-{script}.png"));
     let output = Command::new("node")
-        .arg(tests.join("example.test.mjs"))
+        .arg(tests.join(script))
         .current_dir(&tests)
         .env("RELAY_BIN", env!("CARGO_BIN_EXE_notify-relay"))
         .env(
             "CLIENT_BIN",
             common::workspace_binary("notify-relay-client"),
         )
-        .env("PAGE", root.join("examples/example.html"))
+        .env("PAGE", root.join(page))
         .env("SCREENSHOT", &screenshot)
         .output()
         .expect("node runs");
@@ -34,4 +35,14 @@ fn example_page_receives_notifications_and_survives_a_relay_restart() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn example_page_receives_notifications_and_survives_a_relay_restart() {
+    run_browser_script("example.test.mjs", "examples/example.html");
+}
+
+#[test]
+fn events_page_receives_through_eventsource_and_resumes_after_a_reload() {
+    run_browser_script("events.test.mjs", "examples/events.html");
 }

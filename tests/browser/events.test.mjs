@@ -1,0 +1,49 @@
+// examples/events.html in a real headless Chromium: the browser's own EventSource
+// receives what the relay's HTTP publish sends, and a reload resumes from the last event
+// id (kept in sessionStorage) with nothing lost or doubled. Run by tests/browser.rs,
+// which passes RELAY_BIN and PAGE.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { CHROMIUM_ARGS, CHROMIUM, TIMEOUT_MS, freePort, startRelay, stopRelay } from "./harness.mjs";
+
+const { PAGE } = process.env;
+const port = await freePort();
+const relay = await startRelay(port);
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+try {
+  const server = `http://127.0.0.1:${port}`;
+  const uuid = "5c1d7a52-0b8e-4f3a-9d2c-6e7f8a9b0c1d";
+  const publish = async (text) => {
+    const response = await fetch(`${server}/publish/${uuid}`, { method: "POST", body: text });
+    const body = await response.text();
+    assert.equal(response.status, 200, body);
+    return JSON.parse(body);
+  };
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  const url = `file://${PAGE}?server=${encodeURIComponent(server)}#${uuid}`;
+  await page.goto(url);
+  await page.waitForSelector('#state[data-state="open"]');
+
+  const live = await publish("first event");
+  assert.equal(live.delivered, 1, "the EventSource counts as a connection");
+  await page.getByText("first event").waitFor();
+  await publish("multi\nline");
+  await page.locator("li pre", { hasText: "multi" }).waitFor();
+  assert.equal(await page.locator("li pre").nth(1).textContent(), "multi\nline");
+
+  // Away: what is published meanwhile is kept, and the reloaded page resumes after the
+  // last event it showed.
+  await page.goto("about:blank");
+  const kept = await publish("while away");
+  assert.equal(kept.delivered, 0);
+  assert.equal(kept.buffered, true);
+  await page.goto(url);
+  await page.getByText("while away").waitFor();
+  const shown = await page.locator("li pre").allTextContents();
+  assert.deepEqual(shown, ["while away"], "only what was missed, once");
+  console.log("browser events: ok");
+} finally {
+  await browser.close();
+  await stopRelay(relay).catch(() => relay.kill("SIGKILL"));
+}
