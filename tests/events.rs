@@ -127,6 +127,14 @@ async fn events_carry_cursors_as_ids_and_text_as_data_lines() {
     assert_eq!(events.next().await.expect("event").data, r#"{"p":[1,2]}"#);
     let asked = producer.request(json!({"presence": "job"})).await;
     assert_eq!(asked["connections"], 1);
+    // A client that goes away leaves the key at once, not at the next write.
+    drop(events);
+    eventually("the subscriber left", || {
+        relay.state.metrics.event_streams.get() == 0
+    })
+    .await;
+    let asked = producer.request(json!({"presence": "job"})).await;
+    assert_eq!(asked["connections"], 0);
     relay.stop().await;
 }
 

@@ -4,7 +4,9 @@
 // which passes RELAY_BIN and PAGE.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
-import { CHROMIUM_ARGS, CHROMIUM, TIMEOUT_MS, freePort, startRelay, stopRelay } from "./harness.mjs";
+import {
+  CHROMIUM_ARGS, CHROMIUM, TIMEOUT_MS, eventually, freePort, startRelay, stopRelay,
+} from "./harness.mjs";
 
 const { PAGE } = process.env;
 const port = await freePort();
@@ -35,6 +37,11 @@ try {
   // Away: what is published meanwhile is kept, and the reloaded page resumes after the
   // last event it showed.
   await page.goto("about:blank");
+  // The browser closes the stream once the page is gone; the relay then counts nobody.
+  await eventually("the page's stream closed", async () => {
+    const presence = await (await fetch(`${server}/presence/${uuid}`)).json();
+    return presence.connections === 0;
+  });
   const kept = await publish("while away");
   assert.equal(kept.delivered, 0);
   assert.equal(kept.buffered, true);

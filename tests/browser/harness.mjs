@@ -45,3 +45,12 @@ export async function stopRelay(relay) {
   const [code] = await exited;
   assert.equal(code, 0, "relay drains and exits 0");
 }
+
+/** Resolves once `condition()` (async) is true, checking every 20 ms; fails at the deadline. */
+export async function eventually(what, condition) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
