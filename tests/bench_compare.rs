@@ -52,7 +52,10 @@ fn a_missing_peer_is_named_before_anything_starts() {
     ] {
         assert!(stderr.contains(&missing), "{missing:?} not in:\n{stderr}");
     }
-    assert!(!stderr.contains("notify-relay:"), "the relay is there:\n{stderr}");
+    assert!(
+        !stderr.contains("notify-relay:"),
+        "the relay is there:\n{stderr}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).is_empty(),
         "nothing ran"

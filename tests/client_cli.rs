@@ -22,13 +22,13 @@ fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
 fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
     let mut child = KillOnDrop::new(
         Command::new(workspace_binary("notify-relay-client"))
-        .args(["listen", uuid])
-        .args(extra)
-        .env("NOTIFY_RELAY_URL", relay.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("listener runs"),
+            .args(["listen", uuid])
+            .args(extra)
+            .env("NOTIFY_RELAY_URL", relay.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("listener runs"),
     );
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
@@ -43,7 +43,10 @@ fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
 }
 
 fn stdout_lines(child: KillOnDrop) -> (Option<i32>, Vec<String>) {
-    let output = child.into_inner().wait_with_output().expect("listener exits");
+    let output = child
+        .into_inner()
+        .wait_with_output()
+        .expect("listener exits");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     (
         output.status.code(),
@@ -184,7 +187,10 @@ fn a_url_that_is_not_ws_is_a_usage_error() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
         assert!(stderr.contains(expected), "{url}: {stderr}");
-        assert!(stderr.contains("ws://HOST:PORT/") || url.starts_with("wss"), "{stderr}");
+        assert!(
+            stderr.contains("ws://HOST:PORT/") || url.starts_with("wss"),
+            "{stderr}"
+        );
     }
     // The environment variable is checked the same way.
     let out = Command::new(workspace_binary("notify-relay-client"))
@@ -218,7 +224,10 @@ async fn every_way_out_closes_the_connection_cleanly() {
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {out:?}");
     }
     let listen = listener(&relay, "counted", &["--count", "1"]);
-    assert_eq!(cli(&relay, &["send", "counted", "hi"]).status.code(), Some(0));
+    assert_eq!(
+        cli(&relay, &["send", "counted", "hi"]).status.code(),
+        Some(0)
+    );
     assert_eq!(stdout_lines(listen).0, Some(0));
     // Standard input, ended.
     let mut streamed = Command::new(workspace_binary("notify-relay-client"))

@@ -105,5 +105,8 @@ async fn clients_register_and_receive_through_nginx() {
     let dir = nginx.dir();
     drop(nginx);
     let left = processes_using(&dir);
-    assert!(left.is_empty(), "still running after nginx stopped: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still running after nginx stopped: {left:?}"
+    );
 }

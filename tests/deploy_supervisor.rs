@@ -212,14 +212,19 @@ async fn supervisord_runs_restarts_and_drains_the_relay() {
         .log("relay.log")
         .contains("received SIGTERM: draining"));
     assert!(
-        !supervisor.log("relay.log").contains(SPLIT_KEY_SPACE_WARNING),
+        !supervisor
+            .log("relay.log")
+            .contains(SPLIT_KEY_SPACE_WARNING),
         "one relay per port has nothing to warn about"
     );
 
     let dir = supervisor.dir.path().to_path_buf();
     drop(supervisor);
     let left = processes_using(&dir);
-    assert!(left.is_empty(), "still running after supervisord stopped: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still running after supervisord stopped: {left:?}"
+    );
 }
 
 /// The original's capacity recipe: four processes on one port with SO_REUSEPORT. Each
@@ -261,5 +266,8 @@ fn numprocs_4_with_reuse_port_makes_every_relay_warn() {
     let dir = supervisor.dir.path().to_path_buf();
     drop(supervisor);
     let left = processes_using(&dir);
-    assert!(left.is_empty(), "still running after supervisord stopped: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still running after supervisord stopped: {left:?}"
+    );
 }

@@ -57,7 +57,9 @@ async fn a_client_that_ignores_the_close_is_cut_at_the_drain_deadline() {
     assert!(waiting.contains("left"), "{waiting}");
     let cut = relay.wait_for_log("drain timeout passed with 1 connection(s) still open");
     assert!(cut.contains("WARN"), "{cut}");
-    assert!(!relay.log_text().contains("drained: every connection closed"));
+    assert!(!relay
+        .log_text()
+        .contains("drained: every connection closed"));
     // It did get the Close 1001 first.
     match common::within("close frame", stubborn.ws.next()).await {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {

@@ -53,7 +53,9 @@ fn the_open_file_limit_is_a_warning_only_when_max_connections_was_asked_for() {
     let line = limited(&[]);
     assert!(line.contains("INFO"), "{line}");
     assert!(
-        line.contains("allows about 32 connections, fewer than --max-connections 100000 (the default)"),
+        line.contains(
+            "allows about 32 connections, fewer than --max-connections 100000 (the default)"
+        ),
         "{line}"
     );
     for what in ["LimitNOFILE=", "minfds=", "ulimit -n"] {
@@ -62,7 +64,10 @@ fn the_open_file_limit_is_a_warning_only_when_max_connections_was_asked_for() {
     // Asked for, and more than the limit allows: a warning.
     let line = limited(&["--max-connections", "1000"]);
     assert!(line.contains("WARN"), "{line}");
-    assert!(line.contains("fewer than --max-connections 1000;"), "{line}");
+    assert!(
+        line.contains("fewer than --max-connections 1000;"),
+        "{line}"
+    );
     // Within the limit: information only.
     let line = limited(&["--max-connections", "20"]);
     assert!(line.contains("INFO"), "{line}");

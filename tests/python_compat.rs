@@ -74,17 +74,17 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
     let relay = RelayProcess::spawn(&[]);
     let mut listener = KillOnDrop::new(
         Command::new(PYTHON)
-        .args([
-            &example("listener.py"),
-            "receiver-uuid",
-            "--url",
-            &relay.url(),
-        ])
-        .args(["--count", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs (the test command installs websockets)"),
+            .args([
+                &example("listener.py"),
+                "receiver-uuid",
+                "--url",
+                &relay.url(),
+            ])
+            .args(["--count", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the test command installs websockets)"),
     );
     let lines = lines_of(listener.stdout.take().expect("stdout"));
     wait_until_registered(&relay, 1);
@@ -141,12 +141,12 @@ fn python_m_websockets_interactive_client_smoke_test() {
     let relay = RelayProcess::spawn(&[]);
     let mut client = KillOnDrop::new(
         Command::new(PYTHON)
-        .args(["-m", "websockets", &relay.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 -m websockets runs"),
+            .args(["-m", "websockets", &relay.url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 -m websockets runs"),
     );
     let lines = lines_of(client.stdout.take().expect("stdout"));
     wait_for_line(&lines, GREETING);

@@ -250,7 +250,15 @@ async fn listen(
     let mut received = 0u64;
     let mut backoff = Backoff::default();
     loop {
-        let stopped = listen_once(url, uuid, count, deadline, &mut received, &mut backoff, interrupt);
+        let stopped = listen_once(
+            url,
+            uuid,
+            count,
+            deadline,
+            &mut received,
+            &mut backoff,
+            interrupt,
+        );
         let error = match stopped.await {
             Ok(Stop::Done) => return EXIT_OK,
             Ok(Stop::TimedOut) => {
