@@ -1,31 +1,43 @@
 #!/usr/bin/env python3
-"""Run the same notify-relay-bench scenarios against notify-relay and against the Python
-original (../shared/bench/ref_relay.py), a fresh server process per run, and write the
-results and their ratios into docs/BENCHMARKS.md (between the results markers).
+"""Run the notify-relay-bench scenarios against notify-relay and its peers in one run.
 
-    python3 bench/compare.py [--runs 3] [--only throughput,latency] [--no-write]
+The peers live in bench/peers/: uWebSockets.js (uws_relay.js), Node `ws` (ws_relay.js)
+and the original Python server on `websockets` (original.py). Each run of each scenario
+gets a fresh server process on a free port; the script checks that the process it
+started is the one listening there before it loads it. The results and their ratios go
+into docs/BENCHMARKS.md, between the results markers.
 
-Loopback only. Every run is bounded by the bench's own --max-time.
+    cd bench/peers && npm ci && cd ../..      # the Node peers (ws, uWebSockets.js)
+    python3 -m pip install 'websockets>=13'   # the original's library
+    python3 bench/compare.py [--runs 3] [--only throughput,latency] [--servers relay,uws]
+    python3 bench/compare.py --smoke          # each server starts and relays; no doc
+
+Loopback only. Every run is bounded by the bench's own --max-time and a timeout here.
 """
 import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RELAY = ROOT / "target" / "release" / "notify-relay"
-BENCH = ROOT / "target" / "release" / "notify-relay-bench"
-REFERENCE = ROOT.parent / "shared" / "bench" / "ref_relay.py"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 CACHE = ROOT / "target" / "compare-results.json"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-PORT = 18765
+UWS_PACKAGE = "@trufflesuite/uws-js-unofficial"
+# How long a server may take to listen, and a bench run to finish.
+LISTEN_DEADLINE_S = 15.0
+BENCH_TIMEOUT_S = 300
+# Descriptors the largest scenario needs in the server (idle-19k), with some headroom.
+FDS_NEEDED = 19_100
 
 # name, bench arguments, the figures to show (key, label, better direction)
 SCENARIOS = [
@@ -69,48 +81,186 @@ SCENARIOS = [
 ]
 # Noisy on a shared 2-core machine: repeated, median reported.
 REPEATED = {"throughput", "latency", "fanout"}
+# The smoke check: a few messages through each server, nothing lost.
+SMOKE = ["throughput", "-r", "2", "-s", "1", "-n", "20", "-w", "5"]
+
+
+class Setup:
+    """Where the binaries and the peers are."""
+
+    def __init__(self, bin_dir, peers):
+        self.bin_dir = Path(bin_dir)
+        self.peers = Path(peers)
+        self.relay = self.bin_dir / "notify-relay"
+        self.bench = self.bin_dir / "notify-relay-bench"
+
+
+class Server:
+    """One server of the comparison: how to start it and what it needs."""
+
+    def __init__(self, slug, title, command, needs):
+        self.slug = slug  # for --servers
+        self.title = title  # the column heading
+        self.command = command  # (setup, port) -> argv
+        self.needs = needs  # setup -> [what is missing]
+
+
+def node_module_missing(setup, module):
+    """None when `module` resolves from the peers folder, else what to do about it."""
+    found = subprocess.run(
+        ["node", "-e", f"require.resolve({json.dumps(module + '/package.json')})"],
+        cwd=setup.peers, capture_output=True)
+    if found.returncode == 0:
+        return None
+    return (f"the npm package {module} in {setup.peers}/node_modules "
+            f"(run: cd {setup.peers} && npm ci)")
+
+
+def peer_file_missing(setup, name):
+    path = setup.peers / name
+    return None if path.is_file() else f"the peer {path}"
+
+
+def needs_relay(setup):
+    return [f"{path} (build: cargo build --release -p notify-relay -p notify-relay-bench)"
+            for path in (setup.relay, setup.bench) if not path.is_file()]
+
+
+def needs_node_peer(file, module):
+    def needs(setup):
+        missing = [peer_file_missing(setup, file)]
+        if shutil.which("node") is None:
+            missing.append("node (Debian: apt-get install nodejs npm)")
+        elif setup.peers.is_dir():
+            missing.append(node_module_missing(setup, module))
+        return [m for m in missing if m]
+    return needs
+
+
+def needs_original(setup):
+    missing = [peer_file_missing(setup, "original.py")]
+    probe = subprocess.run([sys.executable, "-c", "import websockets.asyncio.server"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        missing.append(f"the Python websockets library for {sys.executable} "
+                       "(run: python3 -m pip install 'websockets>=13')")
+    return [m for m in missing if m]
+
+
+SERVERS = [
+    Server("relay", "notify-relay",
+           lambda s, port: [str(s.relay), "--host", "127.0.0.1", str(port)], needs_relay),
+    Server("uws", "uWS.js",
+           lambda s, port: ["node", str(s.peers / "uws_relay.js"), str(port), "127.0.0.1"],
+           needs_node_peer("uws_relay.js", UWS_PACKAGE)),
+    Server("ws", "Node ws",
+           lambda s, port: ["node", str(s.peers / "ws_relay.js"), str(port), "127.0.0.1"],
+           needs_node_peer("ws_relay.js", "ws")),
+    Server("original", "python original",
+           lambda s, port: [sys.executable, str(s.peers / "original.py"), str(port)],
+           needs_original),
+]
+BY_SLUG = {server.slug: server for server in SERVERS}
 # The original keeps one connection per key (a new registration replaces the last), so
 # fanout to many connections under one key is not something it can do.
-NOT_IN_ORIGINAL = {"fanout"}
-
-SERVERS = {
-    "notify-relay": lambda port: [str(RELAY), "--host", "127.0.0.1", str(port)],
-    "python original": lambda port: [sys.executable, str(REFERENCE), str(port)],
-}
+NOT_IN = {("fanout", "original")}
 
 
-def wait_for_port(port, deadline_s=15.0):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_inodes(port):
+    """Socket inodes in LISTEN state on `port` (any address), from /proc/net/tcp{,6}."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def socket_inodes_of(pid):
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir() if fd_dir.exists() else ():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+class Started:
+    """A server process this script started, known to listen on its port."""
+
+    def __init__(self, server, setup, port):
+        self.server, self.port = server, port
+        self.log = tempfile.TemporaryFile()
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen(server.command(setup, port), env=env, cwd=ROOT,
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace").strip()[-2000:]
+
+    def wait_listening(self):
+        """Returns once this process owns a listening socket on the port; fails otherwise."""
+        deadline = time.monotonic() + LISTEN_DEADLINE_S
+        name = f"{self.server.title} (pid {self.proc.pid})"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"compare: {name} exited with {self.proc.returncode} before "
+                                 f"listening on port {self.port}:\n{self.output()}")
+            listening = listening_inodes(self.port)
+            if listening & socket_inodes_of(self.proc.pid):
+                return
             time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port}")
+        owner = ("another process listens there" if listening_inodes(self.port)
+                 else "nothing listens there")
+        raise SystemExit(f"compare: {name} did not listen on port {self.port} within "
+                         f"{LISTEN_DEADLINE_S:.0f} s ({owner}):\n{self.output()}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
-def run_once(server, args):
-    env = dict(os.environ, RUST_LOG="warn")
-    proc = subprocess.Popen(SERVERS[server](PORT), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_once(setup, server, args):
+    started = Started(server, setup, free_port())
     try:
-        wait_for_port(PORT)
-        cmd = [str(BENCH), "--url", f"ws://127.0.0.1:{PORT}/", "--pid", str(proc.pid),
-               "--json", "--max-time", "120s", *args]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+        started.wait_listening()
+        cmd = [str(setup.bench), "--url", f"ws://127.0.0.1:{started.port}/",
+               "--pid", str(started.proc.pid), "--json", "--max-time", "120s", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
+        if out.returncode != 0:
+            raise SystemExit(f"compare: notify-relay-bench {' '.join(args)} against "
+                             f"{server.title} failed:\n{out.stderr.strip()}\n"
+                             f"server output:\n{started.output()}")
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        started.stop()
 
 
-def median_run(server, name, args, runs):
-    results = [run_once(server, args) for _ in range(runs if name in REPEATED else 1)]
+def median_run(setup, server, name, args, runs):
+    results = [run_once(setup, server, args) for _ in range(runs if name in REPEATED else 1)]
     merged = dict(results[0])
     for key, value in results[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -141,66 +291,147 @@ def ratio(ours, theirs, better):
     return f"{r:,.1f}× better" if r >= 1 else f"{1 / r:,.1f}× worse"
 
 
-def sh(cmd):
+def sh(cmd, cwd=None):
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, shell=True).stdout.strip()
+        return subprocess.run(cmd, capture_output=True, text=True, shell=True,
+                              cwd=cwd).stdout.strip()
     except OSError:
         return "?"
 
 
-def machine():
+def machine(setup, servers):
     cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
     mem = sh("free -g | awk '/Mem:/ {print $2}'")
-    websockets = sh(f"{sys.executable} -c 'import websockets; print(websockets.__version__)'")
-    return [
+    lines = [
         f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem} GiB; kernel {platform.release()}",
-        f"- {sh(str(RELAY) + ' --version')}; {sh('rustc --version')}",
-        f"- Python {platform.python_version()}, websockets {websockets}",
-        "- The load generator runs on the same machine (loopback), sharing the 2 cores.",
+        f"- {sh(str(setup.relay) + ' --version')}; {sh('rustc --version')}",
     ]
+    slugs = {s.slug for s in servers}
+    if slugs & {"uws", "ws"}:
+        version = ("node -p \"require(process.argv[1] + '/package.json').version\" ")
+        node = [f"Node {sh('node --version')}"]
+        if "uws" in slugs:
+            node.append(f"uWebSockets.js {sh(version + UWS_PACKAGE, setup.peers)} "
+                        f"({UWS_PACKAGE})")
+        if "ws" in slugs:
+            node.append(f"ws {sh(version + 'ws', setup.peers)}")
+        lines.append("- " + ", ".join(node))
+    if "original" in slugs:
+        websockets = sh(f"{sys.executable} -c 'import websockets; print(websockets.__version__)'")
+        lines.append(f"- Python {platform.python_version()}, websockets {websockets}")
+    lines.append("- The load generator runs on the same machine (loopback), sharing the "
+                 f"{os.cpu_count()} cores with the server and with whatever else runs there.")
+    return lines
+
+
+def raise_fd_limit():
+    """Servers inherit this process's open-file limit: the idle scenarios need ~19,000."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < FDS_NEEDED:
+        print(f"compare: the open-file hard limit is {hard}; idle-19k needs about "
+              f"{FDS_NEEDED} (raise it with ulimit -Hn, or skip it with --only)",
+              file=sys.stderr)
+
+
+def selected_servers(spec):
+    if not spec:
+        return list(SERVERS)
+    chosen = []
+    for slug in spec.split(","):
+        if slug not in BY_SLUG:
+            raise SystemExit(f"compare: unknown server {slug!r}; "
+                             f"choose from {', '.join(BY_SLUG)}")
+        chosen.append(BY_SLUG[slug])
+    return chosen
+
+
+def check_prerequisites(setup, servers):
+    """Fails, naming every missing piece, before anything is started."""
+    missing = [(server.title, item) for server in servers for item in server.needs(setup)]
+    if missing:
+        lines = [f"  {title}: {item}" for title, item in missing]
+        raise SystemExit("compare: missing what the comparison needs:\n" + "\n".join(lines)
+                         + "\n(or leave servers out with --servers)")
+
+
+def smoke(setup, servers):
+    """Each server starts, is the process listening on its port, and relays a few messages."""
+    for server in servers:
+        result = run_once(setup, server, SMOKE)
+        if result.get("lost") != 0 or result.get("delivered") != result.get("sent"):
+            raise SystemExit(f"compare: {server.title} lost messages: {result}")
+        print(f"smoke: {server.title} relayed {result['delivered']} message(s)", flush=True)
+
+
+def table(name, bench_args, figures, results, servers):
+    first = next(iter(results.values()), {})
+    runs = first.get("runs", 1)
+    absent = [s.title for s in servers if (name, s.slug) in NOT_IN]
+    note = (f" {', '.join(absent)}: not measured, it keeps one connection per key."
+            if absent else "")
+    titles = [s.title for s in SERVERS]
+    lines = [f"### {name}", "",
+             f"`notify-relay-bench --pid PID {' '.join(bench_args)}`"
+             + (f" (median of {runs} runs)" if runs > 1 else "") + note, "",
+             "| figure | " + " | ".join(titles) + " | notify-relay vs uWS.js |"
+             + " notify-relay vs original |",
+             "|---|" + "---:|" * len(titles) + "---|---|"]
+    for key, label, better in figures:
+        values = [results.get(t, {}).get(key) for t in titles]
+        ours = values[0]
+        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in values)
+                     + f" | {ratio(ours, values[1], better)} | {ratio(ours, values[3], better)} |")
+    lines.append("")
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of the noisy scenarios")
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--servers", help="comma-separated, from: " + ", ".join(BY_SLUG))
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
+    parser.add_argument("--smoke", action="store_true",
+                        help="only check that each server starts and relays; implies --no-write")
+    parser.add_argument("--bin-dir", help="use notify-relay and notify-relay-bench from "
+                        "here instead of building target/release")
+    parser.add_argument("--peers", default=str(ROOT / "bench" / "peers"),
+                        help="the folder of the peer servers")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "notify-relay",
-                    "-p", "notify-relay-bench"], cwd=ROOT, check=True)
-    only = set(args.only.split(",")) if args.only else None
+    servers = selected_servers(args.servers)
+    setup = Setup(args.bin_dir or ROOT / "target" / "release", args.peers)
+    if not args.bin_dir:
+        subprocess.run(["cargo", "build", "--release", "-p", "notify-relay",
+                        "-p", "notify-relay-bench"], cwd=ROOT, check=True)
+    check_prerequisites(setup, servers)
+    raise_fd_limit()
+    if args.smoke:
+        smoke(setup, servers)
+        return
 
-    lines = [START, "", f"Measured {time.strftime('%Y-%m-%d')} by `python3 bench/compare.py "
-             f"--runs {args.runs}`.", "", *machine(), ""]
-    # Results are kept per scenario, so `--only` re-measures some and keeps the rest.
-    raw = json.loads(CACHE.read_text()) if CACHE.exists() and only else {}
+    only = set(args.only.split(",")) if args.only else None
+    command = "python3 bench/compare.py " + " ".join(sys.argv[1:])
+    lines = [START, "", f"Measured {time.strftime('%Y-%m-%d')} by `{command.strip()}`.", "",
+             *machine(setup, servers), ""]
+    # Results are kept per scenario and server, so `--only` and `--servers` re-measure
+    # some and keep the rest.
+    raw = json.loads(CACHE.read_text()) if CACHE.exists() and (only or args.servers) else {}
     for name, bench_args, figures in SCENARIOS:
         if not only or name in only:
-            results = {}
-            for server in SERVERS:
-                if server == "python original" and name in NOT_IN_ORIGINAL:
-                    results[server] = {"runs": 0}
+            results = raw.get(name, {})
+            for server in servers:
+                if (name, server.slug) in NOT_IN:
+                    results.pop(server.title, None)
                     continue
-                print(f"{name}: {server}", file=sys.stderr, flush=True)
-                results[server] = median_run(server, name, bench_args, args.runs)
+                print(f"{name}: {server.title}", file=sys.stderr, flush=True)
+                results[server.title] = median_run(setup, server, name, bench_args, args.runs)
             raw[name] = results
+            CACHE.parent.mkdir(exist_ok=True)
             CACHE.write_text(json.dumps(raw, indent=1))
-        if name not in raw:
-            continue
-        results = raw[name]
-        ours, theirs = results["notify-relay"], results["python original"]
-        runs = ours["runs"]
-        note = (" The original cannot do this: it keeps one connection per key."
-                if name in NOT_IN_ORIGINAL else "")
-        lines += [f"### {name}", "",
-                  f"`notify-relay-bench --pid PID {' '.join(bench_args)}`"
-                  + (f" (median of {runs} runs)" if runs > 1 else "") + note, "",
-                  "| figure | notify-relay | python original | notify-relay vs original |",
-                  "|---|---:|---:|---|"]
-        for key, label, better in figures:
-            a, b = ours.get(key), theirs.get(key)
-            lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b, better)} |")
-        lines.append("")
+        if name in raw:
+            lines += table(name, bench_args, figures, raw[name], servers)
     lines += ["<details><summary>raw JSON</summary>", "", "```json",
               json.dumps(raw, indent=1, ensure_ascii=False), "```", "", "</details>", "", END]
     block = "\n".join(lines)

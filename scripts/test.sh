@@ -29,6 +29,13 @@ if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages 'websockets>=13'
 fi
 
+# The Node ws relay of bench/peers, which tests/bench_compare.rs starts (--omit=optional
+# leaves out uWebSockets.js: the benchmark's own setup, `npm ci` there, installs it).
+if [ ! -d bench/peers/node_modules/ws ]; then
+  echo "installing: ws (npm)"
+  (cd bench/peers && npm ci --omit=optional --silent --no-audit --no-fund)
+fi
+
 # playwright-core drives the system Chromium (it never downloads a browser).
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing: playwright-core (npm)"
@@ -42,3 +49,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Tests of one package run binaries of another (the CLI, the relay): build them all first.
 cargo build --workspace --bins
 cargo test --workspace
+
+# Every test stops what it started, pass or fail: nothing may still run a binary of this
+# build (the relay, the CLI, the bench) once the suite is over.
+left=()
+for exe in /proc/[0-9]*/exe; do
+  target=$(readlink "$exe" 2>/dev/null) || continue
+  case "$target" in "$PWD"/target/*) left+=("${exe%/exe}: $target") ;; esac
+done
+if ((${#left[@]})); then
+  printf 'still running after the tests:\n' >&2
+  printf '  %s\n' "${left[@]}" >&2
+  exit 1
+fi

@@ -1,5 +1,5 @@
 //! Keep-alive timing: a Ping every `interval`, and the connection is given up when the
-//! Pong has not come back within `timeout` (PROTOCOL.md rule 7, as Python `websockets`).
+//! Pong has not come back within `timeout` (docs/PROTOCOL.md, "Keep-alive"; as Python `websockets`).
 //!
 //! Pure state with no I/O, so the rules are unit-tested; the connection task owns one
 //! timer and re-arms it at [`Heartbeat::deadline`].

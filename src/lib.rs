@@ -1,5 +1,5 @@
 //! notify-relay: a WebSocket notification relay, a drop-in replacement for the Python
-//! "Notification Center" (the contract is PROTOCOL.md).
+//! "Notification Center". The contract with clients is docs/PROTOCOL.md.
 //!
 //! Clients connect, register a key (`{"recipient_uuid": KEY, "message": "connected"}`),
 //! and receive every message any client addresses to that key.

@@ -14,7 +14,7 @@ use crate::protocol::{Ignored, Rejection};
 /// Why a frame or message was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// A text frame that is not a JSON object (PROTOCOL.md rules 5 and 6).
+    /// A text frame that is not a JSON object (docs/PROTOCOL.md, "Ignored input").
     Ignored(Ignored),
     /// A JSON object the relay cannot act on.
     Rejected(Rejection),

@@ -1,5 +1,6 @@
 //! The notify-relay-client CLI against the real relay binary: exit codes, JSON, stdin
-//! streaming, listening with --count and --timeout, and reconnection after a restart.
+//! streaming, listening with --count and --timeout, reconnection after a restart, bad
+//! URLs, and a clean close handshake on every way out (the relay counts no reset).
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{workspace_binary, RelayProcess};
+use common::{workspace_binary, KillOnDrop, RelayProcess};
 
 fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
     Command::new(workspace_binary("notify-relay-client"))
@@ -18,15 +19,17 @@ fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
 }
 
 /// Starts `listen UUID` with extra args; returns it once it has registered.
-fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> std::process::Child {
-    let mut child = Command::new(workspace_binary("notify-relay-client"))
-        .args(["listen", uuid])
-        .args(extra)
-        .env("NOTIFY_RELAY_URL", relay.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("listener runs");
+fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
+    let mut child = KillOnDrop::new(
+        Command::new(workspace_binary("notify-relay-client"))
+            .args(["listen", uuid])
+            .args(extra)
+            .env("NOTIFY_RELAY_URL", relay.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("listener runs"),
+    );
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     // "listening as ..." is printed after the relay confirmed the registration.
@@ -39,8 +42,11 @@ fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> std::process::C
     child
 }
 
-fn stdout_lines(child: std::process::Child) -> (Option<i32>, Vec<String>) {
-    let output = child.wait_with_output().expect("listener exits");
+fn stdout_lines(child: KillOnDrop) -> (Option<i32>, Vec<String>) {
+    let output = child
+        .into_inner()
+        .wait_with_output()
+        .expect("listener exits");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     (
         output.status.code(),
@@ -164,4 +170,100 @@ fn listen_reconnects_and_registers_again_after_a_relay_restart() {
     let (code, lines) = stdout_lines(listen);
     assert_eq!(code, Some(0));
     assert_eq!(lines, ["before", "after"]);
+}
+
+#[test]
+fn a_url_that_is_not_ws_is_a_usage_error() {
+    for (url, expected) in [
+        ("http://127.0.0.1:8765/", "the scheme is http://"),
+        ("notaurl", "is not a ws:// URL"),
+        ("ws://", "is not a URL"),
+        ("wss://127.0.0.1:8765/", "this client has no TLS"),
+    ] {
+        let out = Command::new(workspace_binary("notify-relay-client"))
+            .args(["--url", url, "send", "k", "x"])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(
+            stderr.contains("ws://HOST:PORT/") || url.starts_with("wss"),
+            "{stderr}"
+        );
+    }
+    // The environment variable is checked the same way.
+    let out = Command::new(workspace_binary("notify-relay-client"))
+        .args(["listen", "k"])
+        .env("NOTIFY_RELAY_URL", "http://127.0.0.1:8765/")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+fn closed_total(metrics: &str, reason: &str) -> f64 {
+    common::metric(
+        metrics,
+        &format!("notify_relay_connections_closed_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_way_out_closes_the_connection_cleanly() {
+    let relay = RelayProcess::spawn(&[]);
+    let runs = [
+        // Delivered, nobody there, rejected after connecting, not JSON.
+        (vec!["send", "anyone", "x"], 3),
+        (vec!["send", "", "x"], 1),
+        (vec!["send", "--json", "anyone", "{nope"], 1),
+        // --timeout expiry while listening, and --count reached.
+        (vec!["listen", "quiet", "--timeout", "300ms"], 5),
+    ];
+    for (args, code) in &runs {
+        let out = cli(&relay, args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {out:?}");
+    }
+    let listen = listener(&relay, "counted", &["--count", "1"]);
+    assert_eq!(
+        cli(&relay, &["send", "counted", "hi"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(stdout_lines(listen).0, Some(0));
+    // Standard input, ended.
+    let mut streamed = Command::new(workspace_binary("notify-relay-client"))
+        .args(["send", "anyone", "-"])
+        .env("NOTIFY_RELAY_URL", relay.url())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("send runs");
+    writeln!(streamed.stdin.take().expect("stdin"), "one").expect("write");
+    assert_eq!(streamed.wait().expect("exits").code(), Some(3));
+    // Interrupted while listening.
+    let listen = listener(&relay, "interrupted", &[]);
+    let signal = Command::new("kill")
+        .args(["-INT", &listen.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    assert_eq!(stdout_lines(listen).0, Some(130));
+
+    // 4 + 2 (listener, sender) + 1 + 1 connections, all closed by their clients.
+    let opened = (runs.len() + 4) as f64;
+    let metrics = common::within("every CLI connection counted as closed", async {
+        loop {
+            let (_, _, text) = common::http_request(relay.addr, "GET", "/metrics").await;
+            if common::metric(&text, "notify_relay_connections") == 0.0 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        common::metric(&metrics, "notify_relay_connections_opened_total"),
+        opened
+    );
+    assert_eq!(closed_total(&metrics, "reset"), 0.0, "{metrics}");
+    assert_eq!(closed_total(&metrics, "client_close"), opened, "{metrics}");
 }

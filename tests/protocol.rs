@@ -1,4 +1,4 @@
-//! PROTOCOL.md Part 1: what every client of the original server relies on, checked over
+//! docs/PROTOCOL.md, what every client of the original server relies on, checked over
 //! real WebSocket connections to a real relay.
 
 mod common;

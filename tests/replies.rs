@@ -1,4 +1,4 @@
-//! PROTOCOL.md Part 2, opt-in replies: a frame with an "id" gets exactly one reply.
+//! docs/PROTOCOL.md, "Replies": a frame with an "id" gets exactly one reply.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! notify-relay-bench: a load generator for any server that speaks the notify-relay
-//! protocol (PROTOCOL.md Part 1 only, so the Python original can be measured too).
+//! protocol (only what the original server did, docs/PROTOCOL.md, so the Python original
+//! and the peers in bench/peers can be measured too).
 //!
 //! Loopback only: it refuses targets that are not on this machine. Every run is bounded
 //! in count and by `--max-time`.

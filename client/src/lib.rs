@@ -1,4 +1,4 @@
-//! A client for notify-relay (and any server of its protocol, PROTOCOL.md).
+//! A client for notify-relay (and any server of its protocol, docs/PROTOCOL.md).
 //!
 //! Producers [`Client::send`] to a key and learn how many connections received the
 //! message; consumers [`Client::register`] and read [`Client::next_message`].
@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
@@ -33,6 +34,9 @@ pub use backoff::Backoff;
 
 /// The relay address used when none is given (the original's port, this machine).
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:8765/";
+
+/// How long [`Client::close`] waits for the relay's half of the close handshake.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -79,6 +83,8 @@ struct Request<'a> {
 /// Why a call failed.
 #[derive(Debug)]
 pub enum Error {
+    /// The relay's address is not a `ws://` URL.
+    Url(String),
     /// The relay could not be reached or the WebSocket handshake failed.
     Connect(String),
     /// The connection ended.
@@ -94,6 +100,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Url(why) => write!(f, "bad relay URL: {why}"),
             Error::Connect(why) => write!(f, "cannot reach the relay: {why}"),
             Error::Closed(why) => write!(f, "connection closed: {why}"),
             Error::Rejected(why) => write!(f, "the relay rejected the frame: {why}"),
@@ -104,6 +111,33 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Checks that `url` is a relay address this client can connect to: `ws://HOST[:PORT]/PATH`.
+pub fn check_url(url: &str) -> Result<(), Error> {
+    const EXAMPLE: &str = "expected ws://HOST:PORT/, e.g. ws://127.0.0.1:8765/";
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| Error::Url(format!("{url:?} is not a URL; {EXAMPLE}")))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(Error::Url(format!(
+                "{url}: this client has no TLS; use the relay's ws:// address \
+                 (TLS is usually ended by nginx in front of it)"
+            )))
+        }
+        Some(other) => {
+            return Err(Error::Url(format!(
+                "{url}: the scheme is {other}://; {EXAMPLE}"
+            )))
+        }
+        None => return Err(Error::Url(format!("{url:?} is not a ws:// URL; {EXAMPLE}"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(Error::Url(format!("{url}: no host; {EXAMPLE}")));
+    }
+    Ok(())
+}
 
 /// How long a request waits for its reply by default.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,8 +154,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` and reads the relay's greeting.
+    /// Connects to `url` (see [`check_url`]) and reads the relay's greeting.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        check_url(url)?;
         let (ws, _) = connect_async(url)
             .await
             .map_err(|e| Error::Connect(e.to_string()))?;
@@ -171,14 +206,22 @@ impl Client {
         self.next_text().await
     }
 
-    /// Closes the connection with a Close handshake.
+    /// Closes the connection with a Close handshake (1000), waiting at most
+    /// [`CLOSE_TIMEOUT`] for the relay's answer, so the relay counts a clean close
+    /// rather than a reset. Every exit of a program should go through here.
     pub async fn close(mut self) -> Result<(), Error> {
-        self.ws
-            .close(None)
+        let handshake = async {
+            self.ws
+                .close(None)
+                .await
+                .map_err(|e| Error::Closed(e.to_string()))?;
+            // The relay answers with its Close frame; the stream ends after it.
+            while let Some(Ok(_)) = self.ws.next().await {}
+            Ok(())
+        };
+        tokio::time::timeout(CLOSE_TIMEOUT, handshake)
             .await
-            .map_err(|e| Error::Closed(e.to_string()))?;
-        while let Some(Ok(_)) = self.ws.next().await {}
-        Ok(())
+            .map_err(|_| Error::Timeout)?
     }
 
     /// Sends a frame to `key` with a fresh id; returns the matching `{"ok": true}` reply.

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use notify_relay_client::{Backoff, Client, Error, Payload, DEFAULT_URL};
+use notify_relay_client::{check_url, Backoff, Client, Error, Payload, DEFAULT_URL};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{sleep_until, Instant};
 
 /// Delivered (send), or --count messages received (listen).
 const EXIT_OK: u8 = 0;
@@ -16,24 +18,31 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_NOBODY: u8 = 3;
 /// The relay could not be reached.
 const EXIT_UNREACHABLE: u8 = 4;
+/// A malformed command line, including a --url that is not a ws:// URL.
+const EXIT_USAGE: u8 = 2;
 /// --timeout passed first.
 const EXIT_TIMEOUT: u8 = 5;
+/// Stopped by SIGINT (Ctrl-C) or SIGTERM, after closing the connection cleanly.
+const EXIT_INTERRUPTED: u8 = 130;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  delivered to at least one connection (send), or --count messages received (listen)
-  1  the relay rejected the message, or another failure
-  2  bad command line
-  3  nobody is registered under the UUID: the message reached no one
-  4  the relay could not be reached
-  5  --timeout passed first";
+    0  delivered to at least one connection (send), or --count messages received (listen)
+    1  the relay rejected the message, or another failure
+    2  bad command line (including a --url that is not ws://HOST:PORT/)
+    3  nobody is registered under the UUID: the message reached no one
+    4  the relay could not be reached
+    5  --timeout passed first
+  130  stopped by SIGINT (Ctrl-C) or SIGTERM
+
+Once connected, every exit closes the WebSocket with a close handshake.";
 
 /// Send notifications through notify-relay, or listen for them.
 #[derive(Debug, Parser)]
 #[command(name = "notify-relay-client", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// The relay's WebSocket URL.
-    #[arg(long, global = true, env = "NOTIFY_RELAY_URL", default_value = DEFAULT_URL)]
+    /// The relay's WebSocket URL (ws://HOST:PORT/).
+    #[arg(long, global = true, env = "NOTIFY_RELAY_URL", default_value = DEFAULT_URL, value_parser = parse_url)]
     url: String,
     #[command(subcommand)]
     command: Command,
@@ -87,54 +96,113 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
+        let mut interrupt = match Interrupt::new() {
+            Ok(interrupt) => interrupt,
+            Err(e) => {
+                eprintln!("notify-relay-client: cannot handle signals: {e}");
+                return EXIT_FAILED;
+            }
+        };
         match cli.command {
             Command::Send {
                 uuid,
                 message,
                 json,
                 timeout,
-            } => send(&cli.url, &uuid, &message, json, timeout).await,
+            } => send(&cli.url, &uuid, &message, json, timeout, &mut interrupt).await,
             Command::Listen {
                 uuid,
                 count,
                 timeout,
-            } => listen(&cli.url, &uuid, count, timeout).await,
+            } => {
+                let deadline = timeout.map(|t| Instant::now() + t);
+                listen(&cli.url, &uuid, count, deadline, &mut interrupt).await
+            }
         }
     });
     ExitCode::from(code)
 }
 
-async fn send(url: &str, uuid: &str, message: &str, json: bool, timeout: Duration) -> u8 {
-    let mut client = match tokio::time::timeout(timeout, Client::connect(url)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return report(&e),
-        Err(_) => return report(&Error::Timeout),
+/// `--url`: only a ws:// URL is a relay address (exit 2 otherwise, like any bad flag).
+fn parse_url(url: &str) -> Result<String, String> {
+    check_url(url)
+        .map(|()| url.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// SIGINT and SIGTERM, caught so that the program closes its connection before exiting.
+struct Interrupt {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupt {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next signal; cancel-safe, so it can sit in every `select!`.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+async fn send(
+    url: &str,
+    uuid: &str,
+    message: &str,
+    json: bool,
+    timeout: Duration,
+    interrupt: &mut Interrupt,
+) -> u8 {
+    let connect = tokio::time::timeout(timeout, Client::connect(url));
+    let mut client = tokio::select! {
+        connected = connect => match connected {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return report(&e),
+            Err(_) => return report(&Error::Timeout),
+        },
+        signal = interrupt.recv() => return interrupted(signal),
     };
     client.set_reply_timeout(timeout);
+    let code = tokio::select! {
+        code = send_all(&mut client, uuid, message, json) => code,
+        signal = interrupt.recv() => interrupted(signal),
+    };
+    // Every path past the connect ends with a close handshake.
+    let _ = client.close().await;
+    code
+}
+
+/// Sends MESSAGE, or each line of standard input for `-`; the exit code.
+async fn send_all(client: &mut Client, uuid: &str, message: &str, json: bool) -> u8 {
     if message != "-" {
-        return match send_one(&mut client, uuid, message, json).await {
-            Ok(code) => code,
-            Err(e) => report(&e),
-        };
+        return send_one(client, uuid, message, json)
+            .await
+            .unwrap_or_else(|e| report(&e));
     }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut worst = EXIT_OK;
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
-            Ok(None) => break,
+            Ok(None) => return worst,
             Err(e) => {
                 eprintln!("notify-relay-client: reading standard input: {e}");
                 return EXIT_FAILED;
             }
         };
-        match send_one(&mut client, uuid, &line, json).await {
+        match send_one(client, uuid, &line, json).await {
             Ok(code) => worst = worst.max(code),
             Err(e) => return report(&e),
         }
     }
-    let _ = client.close().await;
-    worst
 }
 
 /// Sends one message; the exit code it deserves, or an error that ends the run.
@@ -162,61 +230,117 @@ async fn send_one(client: &mut Client, uuid: &str, message: &str, json: bool) ->
     }
 }
 
-async fn listen(url: &str, uuid: &str, count: Option<u64>, timeout: Option<Duration>) -> u8 {
-    let mut received = 0u64;
-    let receive = receive_forever(url, uuid, count, &mut received);
-    match timeout {
-        Some(limit) => match tokio::time::timeout(limit, receive).await {
-            Ok(code) => code,
-            Err(_) => {
-                eprintln!("timed out after {received} message(s)");
-                EXIT_TIMEOUT
-            }
-        },
-        None => receive.await,
-    }
+/// How a listening session ended, other than by a connection error.
+enum Stop {
+    /// --count messages arrived.
+    Done,
+    /// The --timeout deadline passed.
+    TimedOut,
+    /// SIGINT or SIGTERM.
+    Interrupted(&'static str),
 }
 
-async fn receive_forever(url: &str, uuid: &str, count: Option<u64>, received: &mut u64) -> u8 {
+async fn listen(
+    url: &str,
+    uuid: &str,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    interrupt: &mut Interrupt,
+) -> u8 {
+    let mut received = 0u64;
     let mut backoff = Backoff::default();
     loop {
-        match listen_once(url, uuid, count, received, &mut backoff).await {
-            Ok(()) => return EXIT_OK,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                eprintln!("{e}; reconnecting in {delay:?}");
-                tokio::time::sleep(delay).await;
+        let stopped = listen_once(
+            url,
+            uuid,
+            count,
+            deadline,
+            &mut received,
+            &mut backoff,
+            interrupt,
+        );
+        let error = match stopped.await {
+            Ok(Stop::Done) => return EXIT_OK,
+            Ok(Stop::TimedOut) => {
+                eprintln!("timed out after {received} message(s)");
+                return EXIT_TIMEOUT;
             }
+            Ok(Stop::Interrupted(signal)) => return interrupted(signal),
+            // Retrying cannot fix these.
+            Err(e @ (Error::Url(_) | Error::Rejected(_))) => return report(&e),
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay();
+        eprintln!("{error}; reconnecting in {}", human(delay));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = until(deadline) => {
+                eprintln!("timed out after {received} message(s)");
+                return EXIT_TIMEOUT;
+            }
+            signal = interrupt.recv() => return interrupted(signal),
         }
     }
 }
 
-/// One connection's worth of listening: Ok once --count messages arrived.
+/// One connection's worth of listening. Once connected, it always ends with a close
+/// handshake, whatever ends it.
 async fn listen_once(
     url: &str,
     uuid: &str,
     count: Option<u64>,
+    deadline: Option<Instant>,
     received: &mut u64,
     backoff: &mut Backoff,
-) -> Result<(), Error> {
-    let mut client = Client::connect(url).await?;
-    client.register(uuid).await?;
-    backoff.reset();
-    eprintln!("listening as {uuid} on {url}");
-    loop {
-        if count.is_some_and(|n| *received >= n) {
-            let _ = client.close().await;
-            return Ok(());
+    interrupt: &mut Interrupt,
+) -> Result<Stop, Error> {
+    let mut client = tokio::select! {
+        connected = Client::connect(url) => connected?,
+        () = until(deadline) => return Ok(Stop::TimedOut),
+        signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
+    };
+    let session = async {
+        client.register(uuid).await?;
+        backoff.reset();
+        eprintln!("listening as {uuid} on {url}");
+        while count.is_none_or(|n| *received < n) {
+            let message = client.next_message().await?;
+            println!("{message}");
+            *received += 1;
         }
-        let message = client.next_message().await?;
-        println!("{message}");
-        *received += 1;
+        Ok(Stop::Done)
+    };
+    let stopped = tokio::select! {
+        stopped = session => stopped,
+        () = until(deadline) => Ok(Stop::TimedOut),
+        signal = interrupt.recv() => Ok(Stop::Interrupted(signal)),
+    };
+    let _ = client.close().await;
+    stopped
+}
+
+/// Completes at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
+}
+
+/// A delay as people write it: `1s 250ms`, not `1.250372921s`.
+fn human(delay: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+}
+
+fn interrupted(signal: &str) -> u8 {
+    eprintln!("notify-relay-client: stopped by {signal}");
+    EXIT_INTERRUPTED
 }
 
 fn report(error: &Error) -> u8 {
     eprintln!("notify-relay-client: {error}");
     match error {
+        Error::Url(_) => EXIT_USAGE,
         Error::Connect(_) => EXIT_UNREACHABLE,
         Error::Timeout => EXIT_TIMEOUT,
         _ => EXIT_FAILED,
