@@ -49,3 +49,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Tests of one package run binaries of another (the CLI, the relay): build them all first.
 cargo build --workspace --bins
 cargo test --workspace
+
+# Every test stops what it started, pass or fail: nothing may still run a binary of this
+# build (the relay, the CLI, the bench) once the suite is over.
+left=()
+for exe in /proc/[0-9]*/exe; do
+  target=$(readlink "$exe" 2>/dev/null) || continue
+  case "$target" in "$PWD"/target/*) left+=("${exe%/exe}: $target") ;; esac
+done
+if ((${#left[@]})); then
+  printf 'still running after the tests:\n' >&2
+  printf '  %s\n' "${left[@]}" >&2
+  exit 1
+fi

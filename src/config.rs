@@ -114,7 +114,8 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_RELAY_GREETING", default_value = GREETING)]
     pub greeting: String,
 
-    /// Set SO_REUSEPORT, so several relays (or an old and a new one) share the port.
+    /// Set SO_REUSEPORT, so a new relay can take over the port from an old one with no
+    /// gap. Each relay process keeps its own registrations: do not leave several running.
     #[arg(long, env = "NOTIFY_RELAY_REUSE_PORT")]
     pub reuse_port: bool,
 
@@ -182,6 +183,13 @@ impl Config {
     /// The port to bind: the positional PORT wins over --port.
     pub fn effective_port(&self) -> u16 {
         self.port_arg.unwrap_or(self.port)
+    }
+
+    /// Whether relays started with this configuration share one key space, so that
+    /// several of them may serve one port. That takes a cluster engine, and there is none
+    /// yet: every relay process is a key space of its own.
+    pub fn shares_key_space(&self) -> bool {
+        false
     }
 
     /// The per-connection outgoing queue limits.

@@ -4,7 +4,8 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use futures_util::StreamExt;
 use log::{error, info, warn};
 use notify_relay::{Config, Server};
@@ -24,9 +25,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static JEMALLOC_OPTIONS: &[u8; 34] = b"dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let matches = Config::command().get_matches();
+    let config = match Config::from_arg_matches(&matches) {
+        Ok(config) => config,
+        Err(e) => e.exit(),
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    raise_open_file_limit(config.max_connections);
+    let chosen = matches.value_source("max_connections") != Some(ValueSource::DefaultValue);
+    raise_open_file_limit(config.max_connections, chosen);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,18 +82,51 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Each connection is a file descriptor; the default soft limit (often 1024) would cap
-/// the relay far below what it can hold, so it is raised to the hard limit, and the
-/// operator is told when that is below `--max-connections`.
-fn raise_open_file_limit(max_connections: usize) {
+/// the relay far below what it can hold, so it is raised to the hard limit.
+///
+/// When even the hard limit leaves room for fewer than `--max-connections`, accepts
+/// start failing before the relay answers 503. That is a warning when the operator chose
+/// `--max-connections` (the machine cannot give what was asked for); with the default,
+/// a ceiling nobody asked for, it is information, so a plain start stays quiet. Either
+/// way the line says what to raise.
+fn raise_open_file_limit(max_connections: usize, chosen: bool) {
     /// Descriptors the relay needs besides connections (listener, epoll, signals, logs).
     const RESERVED: u64 = 32;
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < max_connections as u64 + RESERVED => warn!(
-            "open file limit {limit} allows about {} connections, fewer than \
-             --max-connections {max_connections}: raise LimitNOFILE / ulimit -n",
-            limit.saturating_sub(RESERVED)
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot raise the open file limit: {e}");
+            return;
+        }
+    };
+    let needed = max_connections as u64 + RESERVED;
+    if limit >= needed {
+        info!("open file limit {limit}: room for --max-connections {max_connections}");
+        return;
+    }
+    let room = format!(
+        "open file limit {limit} allows about {} connections, fewer than --max-connections \
+         {max_connections}{}",
+        limit.saturating_sub(RESERVED),
+        if chosen { "" } else { " (the default)" }
+    );
+    let kernel_cap = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let raise = match kernel_cap {
+        Some(cap) if limit >= cap => format!(
+            "the kernel caps every process at fs.nr_open = {cap}: raise it (sysctl \
+             fs.nr_open={needed}), then the process's hard limit"
         ),
-        Ok(limit) => info!("open file limit: {limit}"),
-        Err(e) => warn!("cannot raise the open file limit: {e}"),
+        _ => format!(
+            "raise the hard limit to at least {needed}: LimitNOFILE={needed} in the systemd \
+             unit, minfds={needed} in supervisord's [supervisord] section, or ulimit -n \
+             {needed} in the shell that starts it"
+        ),
+    };
+    if chosen {
+        warn!("{room}; past that, accepts fail until connections close. To allow more, {raise}");
+    } else {
+        info!("{room}. To allow more, {raise}");
     }
 }

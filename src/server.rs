@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::time::sleep;
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +24,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failed accepts.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often the drain says how many connections it is still waiting for.
+const DRAIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bound relay, ready to [`Server::run`].
 #[derive(Debug)]
@@ -64,6 +66,7 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
             listener.local_addr()?
         );
+        warn_if_key_space_is_split(config);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF_START;
@@ -120,22 +123,12 @@ impl Server {
         drop(listener);
         let open = state.metrics.connections.get();
         info!(
-            "shutting down: closing {open} connection(s), waiting up to {:?}",
-            config.drain_timeout
+            "shutting down: closing {open} connection(s), waiting up to {}",
+            humantime::format_duration(config.drain_timeout)
         );
         cancel.cancel();
         tracker.close();
-        if tokio::time::timeout(config.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            // What is left ends with the process (or, embedded, at its own close and
-            // write timeouts, which bound every connection task).
-            warn!(
-                "drain timeout passed with {} task(s) still open; stopping without them",
-                tracker.len()
-            );
-        }
+        drain(&tracker, config.drain_timeout).await;
         let metrics = &state.metrics;
         info!(
             "stopped: {} connection(s) served, {} message(s) routed, {} delivered",
@@ -156,6 +149,59 @@ async fn engine_ticks(state: Arc<RelayState>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => state.engine.tick(tokio::time::Instant::now().into_std()),
         }
+    }
+}
+
+/// Waits for every task to finish, or for `timeout`. Says every second how many
+/// connections it is still waiting for, and at the end why it stopped waiting.
+async fn drain(tracker: &TaskTracker, timeout: Duration) {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut progress =
+        tokio::time::interval_at(started + DRAIN_PROGRESS_INTERVAL, DRAIN_PROGRESS_INTERVAL);
+    let mut finished = std::pin::pin!(tracker.wait());
+    loop {
+        tokio::select! {
+            () = &mut finished => {
+                info!("drained: every connection closed in {}", rounded(started.elapsed()));
+                return;
+            }
+            () = sleep_until(deadline) => {
+                // What is left ends with the process (or, embedded, at its own close and
+                // write timeouts, which bound every connection task).
+                warn!(
+                    "drain timeout passed with {} connection(s) still open (clients that did \
+                     not answer the Close); stopping without them",
+                    tracker.len()
+                );
+                return;
+            }
+            _ = progress.tick() => info!(
+                "draining: waiting for {} connection(s) to close, {} left",
+                tracker.len(),
+                rounded(deadline.saturating_duration_since(Instant::now()))
+            ),
+        }
+    }
+}
+
+/// A duration for the log, to the millisecond.
+fn rounded(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(duration.as_millis() as u64))
+}
+
+/// Several relays on one port (SO_REUSEPORT) each keep their own registrations: the
+/// kernel spreads clients over them, and a message sent through one relay never reaches
+/// a key registered on another. That is only safe for the moment an old relay hands the
+/// port to a new one, or once a cluster engine makes the relays one key space.
+fn warn_if_key_space_is_split(config: &Config) {
+    if config.reuse_port && !config.shares_key_space() {
+        warn!(
+            "--reuse-port is on and no cluster engine is configured: each relay process on \
+             this port has its own key space, so a client registered on one relay does not \
+             receive messages sent through another. Use it only to hand the port from an \
+             old relay to a new one; otherwise run one relay per port (it uses every core)"
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{workspace_binary, RelayProcess};
+use common::{workspace_binary, KillOnDrop, RelayProcess};
 
 fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
     Command::new(workspace_binary("notify-relay-client"))
@@ -19,15 +19,17 @@ fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
 }
 
 /// Starts `listen UUID` with extra args; returns it once it has registered.
-fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> std::process::Child {
-    let mut child = Command::new(workspace_binary("notify-relay-client"))
-        .args(["listen", uuid])
-        .args(extra)
-        .env("NOTIFY_RELAY_URL", relay.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("listener runs");
+fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
+    let mut child = KillOnDrop::new(
+        Command::new(workspace_binary("notify-relay-client"))
+            .args(["listen", uuid])
+            .args(extra)
+            .env("NOTIFY_RELAY_URL", relay.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("listener runs"),
+    );
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     // "listening as ..." is printed after the relay confirmed the registration.
@@ -40,8 +42,11 @@ fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> std::process::C
     child
 }
 
-fn stdout_lines(child: std::process::Child) -> (Option<i32>, Vec<String>) {
-    let output = child.wait_with_output().expect("listener exits");
+fn stdout_lines(child: KillOnDrop) -> (Option<i32>, Vec<String>) {
+    let output = child
+        .into_inner()
+        .wait_with_output()
+        .expect("listener exits");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     (
         output.status.code(),

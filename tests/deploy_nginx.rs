@@ -1,23 +1,34 @@
 //! examples/nginx.conf with a real nginx in front of the relay: WebSocket clients
-//! register and receive through it, and /healthz answers through it.
+//! register and receive through it, /healthz answers through it, and stopping nginx
+//! leaves none of its processes (master or workers) behind.
 
 mod common;
 
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{rewrite, wait_for_port, Client, RelayProcess};
+use common::{processes_using, rewrite, wait_for_port, Client, RelayProcess};
 use serde_json::json;
 
+/// nginx in its own process group and working directory, so that stopping it reaches
+/// its workers too, and anything left behind can be found by that directory.
 struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
+    /// The master process, leader of the group.
+    master: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM is nginx's fast shutdown: the master stops its workers and exits.
+        common::stop_process_group(&mut self.master);
     }
 }
 
@@ -50,7 +61,9 @@ fn nginx(port: u16, relay_port: u16) -> Nginx {
     );
     std::fs::write(dir.path().join("site.conf"), site).expect("write");
     std::fs::write(dir.path().join("nginx.conf"), conf).expect("write");
-    let child = Command::new("nginx")
+    let master = Command::new("nginx")
+        .current_dir(dir.path())
+        .process_group(0)
         .arg("-p")
         .arg(dir.path())
         .arg("-c")
@@ -60,14 +73,14 @@ fn nginx(port: u16, relay_port: u16) -> Nginx {
         .spawn()
         .expect("nginx runs (scripts/test.sh installs nginx)");
     wait_for_port(port);
-    Nginx { child, _dir: dir }
+    Nginx { master, dir }
 }
 
 #[tokio::test]
 async fn clients_register_and_receive_through_nginx() {
     let relay = RelayProcess::spawn(&[]);
     let port = common::free_port();
-    let _nginx = nginx(port, relay.addr.port());
+    let nginx = nginx(port, relay.addr.port());
     let url = format!("ws://127.0.0.1:{port}/");
 
     let mut receiver = Client::connect(&url).await;
@@ -87,4 +100,13 @@ async fn clients_register_and_receive_through_nginx() {
     let (status, _, metrics) = common::http_request(addr, "GET", "/metrics").await;
     assert_eq!(status, 200, "metrics are allowed from 127.0.0.1");
     assert_eq!(common::metric(&metrics, "notify_relay_connections"), 2.0);
+
+    // Stopped, nginx leaves nothing behind: no master, no worker.
+    let dir = nginx.dir();
+    drop(nginx);
+    let left = processes_using(&dir);
+    assert!(
+        left.is_empty(),
+        "still running after nginx stopped: {left:?}"
+    );
 }

@@ -1,5 +1,7 @@
 //! supervisor/notify-relay.conf under a real supervisord: the relay comes up and routes,
-//! comes back after kill -9, and `supervisorctl stop` drains it (Close 1001, exit 0).
+//! comes back after kill -9, and `supervisorctl stop` drains it (Close 1001, exit 0);
+//! the original's `numprocs=4` with --reuse-port makes every relay warn that it has a
+//! key space of its own; and stopping supervisord leaves no process behind.
 
 mod common;
 
@@ -7,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{rewrite, wait_for_port, Client, DEADLINE};
+use common::{processes_using, rewrite, wait_for_port, Client, DEADLINE};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -16,10 +18,18 @@ struct Supervisord {
     child: Child,
 }
 
+/// What the relays log at start when --reuse-port is on without a cluster engine.
+const SPLIT_KEY_SPACE_WARNING: &str = "--reuse-port is on and no cluster engine is configured";
+
 impl Supervisord {
     /// Starts supervisord with the shipped program block, rewritten to run the built
-    /// relay on `port` and to log into a temporary directory.
+    /// relay on `port`, in and logging into a temporary directory.
     fn start(port: u16) -> Self {
+        Self::start_with(port, |program| program)
+    }
+
+    /// Like [`Supervisord::start`], with the program block further changed by `adapt`.
+    fn start_with(port: u16, adapt: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let shipped = std::fs::read_to_string(root().join("supervisor/notify-relay.conf"))
             .expect("supervisor/notify-relay.conf");
@@ -38,6 +48,13 @@ impl Supervisord {
             &format!("stdout_logfile={}", log.display()),
         );
         let d = dir.path().display();
+        // The relays run in the temporary directory, so leftovers can be found by it.
+        let program = rewrite(
+            &program,
+            "[program:notify-relay]\n",
+            &format!("[program:notify-relay]\ndirectory={d}\n"),
+        );
+        let program = adapt(program);
         let conf = format!(
             "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
              [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
@@ -84,13 +101,40 @@ impl Supervisord {
         }
     }
 
+    /// The pids of every process supervisord runs now.
+    fn program_pids(&self) -> Vec<u32> {
+        let out = self.ctl(&["pid", "all"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .filter(|&pid| pid > 0)
+            .collect()
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Waits (with the deadline) until the log file `name` contains `needle`.
+    fn wait_for_log(&self, name: &str, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.log(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never said {needle:?}:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
 impl Drop for Supervisord {
+    /// `supervisorctl shutdown` stops every program (SIGTERM, the drain) and then
+    /// supervisord. Past the deadline, the programs and supervisord are killed: the
+    /// programs first, since supervisord puts each in a process group of its own.
     fn drop(&mut self) {
+        let programs = self.program_pids();
         let _ = self.ctl(&["shutdown"]);
         let deadline = Instant::now() + DEADLINE;
         while Instant::now() < deadline {
@@ -98,6 +142,12 @@ impl Drop for Supervisord {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in programs {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -161,4 +211,63 @@ async fn supervisord_runs_restarts_and_drains_the_relay() {
     assert!(supervisor
         .log("relay.log")
         .contains("received SIGTERM: draining"));
+    assert!(
+        !supervisor
+            .log("relay.log")
+            .contains(SPLIT_KEY_SPACE_WARNING),
+        "one relay per port has nothing to warn about"
+    );
+
+    let dir = supervisor.dir.path().to_path_buf();
+    drop(supervisor);
+    let left = processes_using(&dir);
+    assert!(
+        left.is_empty(),
+        "still running after supervisord stopped: {left:?}"
+    );
+}
+
+/// The original's capacity recipe: four processes on one port with SO_REUSEPORT. Each
+/// relay has its own registrations, so each must say so at start.
+#[test]
+fn numprocs_4_with_reuse_port_makes_every_relay_warn() {
+    const PROCESSES: usize = 4;
+    let port = common::free_port();
+    let supervisor = Supervisord::start_with(port, |program| {
+        let program = rewrite(
+            &program,
+            "[program:notify-relay]\n",
+            &format!(
+                "[program:notify-relay]\nnumprocs={PROCESSES}\n\
+                 process_name=%(program_name)s_%(process_num)02d\n"
+            ),
+        );
+        let program = rewrite(
+            &program,
+            &format!("127.0.0.1 {port}\n"),
+            &format!("127.0.0.1 {port} --reuse-port\n"),
+        );
+        rewrite(&program, "relay.log", "relay-%(process_num)02d.log")
+    });
+    for n in 0..PROCESSES {
+        let log = format!("relay-{n:02}.log");
+        supervisor.wait_for_log(&log, SPLIT_KEY_SPACE_WARNING);
+        let text = supervisor.log(&log);
+        let line = text
+            .lines()
+            .find(|line| line.contains(SPLIT_KEY_SPACE_WARNING))
+            .unwrap_or_default();
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("its own key space"), "{line}");
+    }
+    assert_eq!(supervisor.program_pids().len(), PROCESSES);
+    wait_for_port(port);
+
+    let dir = supervisor.dir.path().to_path_buf();
+    drop(supervisor);
+    let left = processes_using(&dir);
+    assert!(
+        left.is_empty(),
+        "still running after supervisord stopped: {left:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Graceful drain of the real binary: SIGTERM/SIGINT send Close 1001 to every client
-//! and the process exits 0 before the drain deadline.
+//! and the process exits 0 before the drain deadline; the log says whom the drain is
+//! waiting for and why it stopped waiting.
 
 mod common;
 
@@ -26,6 +27,8 @@ async fn drain_with(signal: &str) {
     assert_eq!(code, Some(0), "log:\n{}", relay.log_text());
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(relay.log_text().contains("draining"));
+    let drained = relay.wait_for_log("drained: every connection closed in");
+    assert!(drained.contains("INFO"), "{drained}");
 }
 
 #[tokio::test]
@@ -40,16 +43,23 @@ async fn sigint_drains_the_same_way() {
 
 #[tokio::test]
 async fn a_client_that_ignores_the_close_is_cut_at_the_drain_deadline() {
-    let mut relay = RelayProcess::spawn(&["--drain-timeout", "1s"]);
+    let mut relay = RelayProcess::spawn(&["--drain-timeout", "2s"]);
     // Registered, then never read again: it cannot answer the Close.
     let mut stubborn = Client::connect(&relay.url()).await;
     stubborn.register("stubborn").await;
     let started = Instant::now();
     relay.signal("TERM");
-    let code = relay.wait_exit(Duration::from_secs(4));
+    let code = relay.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0), "log:\n{}", relay.log_text());
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    assert!(relay.log_text().contains("drain timeout passed"));
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    // While it waits, the drain says for how many; at the end, why it stopped.
+    let waiting = relay.wait_for_log("draining: waiting for 1 connection(s) to close");
+    assert!(waiting.contains("left"), "{waiting}");
+    let cut = relay.wait_for_log("drain timeout passed with 1 connection(s) still open");
+    assert!(cut.contains("WARN"), "{cut}");
+    assert!(!relay
+        .log_text()
+        .contains("drained: every connection closed"));
     // It did get the Close 1001 first.
     match common::within("close frame", stubborn.ws.next()).await {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {

@@ -1,6 +1,7 @@
 //! Running out of file descriptors (the real binary under `ulimit -n 64`): the relay
-//! says so at start, counts the failed accepts, keeps serving the connections it has,
-//! and accepts again once descriptors are free.
+//! says so at start (a warning only when --max-connections was asked for, and naming
+//! what to raise), counts the failed accepts, keeps serving the connections it has, and
+//! accepts again once descriptors are free.
 
 mod common;
 
@@ -39,4 +40,36 @@ async fn out_of_file_descriptors_the_relay_keeps_serving_and_recovers() {
     assert_eq!(late.recv_text().await, "welcome back");
     let (_, _, metrics) = common::http_request(relay.addr, "GET", "/metrics").await;
     assert!(common::metric(&metrics, "notify_relay_accept_errors_total") >= 1.0);
+}
+
+#[test]
+fn the_open_file_limit_is_a_warning_only_when_max_connections_was_asked_for() {
+    let limited = |args: &[&str]| {
+        let relay = RelayProcess::spawn_with_open_file_limit(64, args);
+        relay.wait_for_log("open file limit 64")
+    };
+    // The default --max-connections is a ceiling nobody asked for: information, which
+    // still says what to raise for more.
+    let line = limited(&[]);
+    assert!(line.contains("INFO"), "{line}");
+    assert!(
+        line.contains(
+            "allows about 32 connections, fewer than --max-connections 100000 (the default)"
+        ),
+        "{line}"
+    );
+    for what in ["LimitNOFILE=", "minfds=", "ulimit -n"] {
+        assert!(line.contains(what), "{what} not in {line}");
+    }
+    // Asked for, and more than the limit allows: a warning.
+    let line = limited(&["--max-connections", "1000"]);
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("fewer than --max-connections 1000;"),
+        "{line}"
+    );
+    // Within the limit: information only.
+    let line = limited(&["--max-connections", "20"]);
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("room for --max-connections 20"), "{line}");
 }

@@ -52,13 +52,15 @@ async fn reuse_port_lets_a_new_relay_take_over_with_no_gap() {
 #[tokio::test]
 async fn without_host_it_listens_on_all_interfaces() {
     let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_notify-relay"))
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs");
+    let mut child = common::KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_notify-relay"))
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs"),
+    );
     let stderr = child.stderr.take().expect("stderr");
     let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
         .map_while(Result::ok)
@@ -78,6 +80,4 @@ async fn without_host_it_listens_on_all_interfaces() {
     } else {
         assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{RelayProcess, DEADLINE, GREETING};
+use common::{KillOnDrop, RelayProcess, DEADLINE, GREETING};
 
 const PYTHON: &str = "python3";
 
@@ -72,18 +72,20 @@ fn wait_until_registered(relay: &RelayProcess, keys: usize) {
 #[test]
 fn python_websockets_producer_and_listener_talk_through_the_relay() {
     let relay = RelayProcess::spawn(&[]);
-    let mut listener = Command::new(PYTHON)
-        .args([
-            &example("listener.py"),
-            "receiver-uuid",
-            "--url",
-            &relay.url(),
-        ])
-        .args(["--count", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs (the test command installs websockets)");
+    let mut listener = KillOnDrop::new(
+        Command::new(PYTHON)
+            .args([
+                &example("listener.py"),
+                "receiver-uuid",
+                "--url",
+                &relay.url(),
+            ])
+            .args(["--count", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the test command installs websockets)"),
+    );
     let lines = lines_of(listener.stdout.take().expect("stdout"));
     wait_until_registered(&relay, 1);
 
@@ -137,13 +139,15 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
 #[test]
 fn python_m_websockets_interactive_client_smoke_test() {
     let relay = RelayProcess::spawn(&[]);
-    let mut client = Command::new(PYTHON)
-        .args(["-m", "websockets", &relay.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 -m websockets runs");
+    let mut client = KillOnDrop::new(
+        Command::new(PYTHON)
+            .args(["-m", "websockets", &relay.url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 -m websockets runs"),
+    );
     let lines = lines_of(client.stdout.take().expect("stdout"));
     wait_for_line(&lines, GREETING);
     let mut stdin = client.stdin.take().expect("stdin");

@@ -29,16 +29,16 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  delivered to at least one connection (send), or --count messages received (listen)
-  1  the relay rejected the message, or another failure
-  2  bad command line
-  3  nobody is registered under the UUID and the relay kept nothing: the message is lost
-  4  the relay could not be reached
-  5  --timeout passed first
-  6  nobody is connected now: the relay keeps the message for the next registration
+    0  delivered to at least one connection (send), or --count messages received (listen)
+    1  the relay rejected the message, or another failure
+    2  bad command line (including a --url that is not ws://HOST:PORT/)
+    3  nobody is registered under the UUID and the relay kept nothing: the message is lost
+    4  the relay could not be reached
+    5  --timeout passed first
+    6  nobody is connected now: the relay keeps the message for the next registration
   130  stopped by SIGINT (Ctrl-C) or SIGTERM
 
-Every exit closes the WebSocket with a close handshake: the relay counts a clean close.";
+Once connected, every exit closes the WebSocket with a close handshake.";
 
 /// Send notifications through notify-relay, or listen for them.
 #[derive(Debug, Parser)]

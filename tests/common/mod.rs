@@ -581,3 +581,107 @@ pub async fn wait_until_server_read(client: &TcpStream) {
     })
     .await;
 }
+
+/// A spawned program that is killed and reaped when the guard drops, pass or fail.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> Self {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, no longer killed on drop: for waiting until it exits by itself.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child present until into_inner")
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child present until into_inner")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until into_inner")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops a program that leads its own process group (spawned with
+/// `CommandExt::process_group(0)`) together with every process it started: SIGTERM to
+/// the group, a bounded wait for the leader, SIGKILL to whatever is left, and a bounded
+/// wait until no member is left. Best effort, for Drop: [`processes_using`] is what
+/// tests assert with.
+pub fn stop_process_group(leader: &mut Child) {
+    let group = format!("-{}", leader.id());
+    let signal_group = |signal: &str| {
+        let _ = Command::new("kill")
+            .args([signal, "--", &group])
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal_group("-TERM");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = leader.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group("-KILL");
+    let _ = leader.wait();
+    while !group_members(leader.id()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The live processes whose process group is `group`.
+fn group_members(group: u32) -> Vec<u32> {
+    live_processes()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+                    let after_comm = stat.rsplit_once(')')?.1;
+                    after_comm.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(group)
+        })
+        .collect()
+}
+
+/// Every live process that runs in `dir` or names it on its command line, as
+/// "PID command line": what a test that gave its programs that directory left behind.
+pub fn processes_using(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    live_processes()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            // (A zombie has neither: it is gone but for its exit status.)
+            let uses = cmdline.contains(&dir) || cwd.to_string_lossy().contains(&dir);
+            uses.then(|| format!("{pid} {}", cmdline.trim()))
+        })
+        .collect()
+}
+
+/// The pids in /proc.
+fn live_processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+}
