@@ -120,7 +120,7 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
     wait_for_line(&lines, "second");
     assert!(listener.wait().expect("listener exits").success());
 
-    // Nobody registered: the confirming producer says so with exit code 3.
+    // Nobody connected: the confirming producer says the relay kept it (exit code 6).
     let status = Command::new(PYTHON)
         .args([
             &example("producer.py"),
@@ -133,7 +133,66 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
         .stdout(Stdio::null())
         .status()
         .expect("producer runs");
-    assert_eq!(status.code(), Some(3));
+    assert_eq!(status.code(), Some(6));
+}
+
+/// Runs examples/python/publish_http.py; its exit code.
+fn publish_http(relay: &RelayProcess, key: &str, message: &str) -> Option<i32> {
+    Command::new(PYTHON)
+        .args([
+            &example("publish_http.py"),
+            key,
+            message,
+            "--url",
+            &format!("http://{}", relay.addr),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("publish_http runs")
+        .code()
+}
+
+#[test]
+fn http_publisher_and_resuming_listener_lose_nothing_across_a_relay_restart() {
+    let mut relay = RelayProcess::spawn(&[]);
+    let port = relay.addr.port().to_string();
+    let mut listener = KillOnDrop::new(
+        Command::new(PYTHON)
+            .args([
+                &example("resuming_listener.py"),
+                "job-py",
+                "--url",
+                &relay.url(),
+            ])
+            .args(["--count", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let lines = lines_of(listener.stdout.take().expect("stdout"));
+    let errors = lines_of(listener.stderr.take().expect("stderr"));
+    wait_until_registered(&relay, 1);
+    assert_eq!(publish_http(&relay, "job-py", "one"), Some(0));
+    wait_for_line(&lines, "one");
+
+    relay.signal("TERM");
+    assert_eq!(relay.wait_exit(DEADLINE), Some(0));
+    let relay = RelayProcess::spawn(&[&port]);
+    // Delivered if the listener is back already, else kept for it.
+    for message in ["two", "three"] {
+        let code = publish_http(&relay, "job-py", message);
+        assert!(matches!(code, Some(0 | 6)), "{message}: {code:?}");
+    }
+    let seen = wait_for_line(&lines, "three");
+    assert_eq!(seen, ["two", "three"], "in order, once each");
+    // The new relay run cannot prove continuity: the listener is told.
+    wait_for_line(&errors, "gap");
+    assert!(listener.wait().expect("listener exits").success());
+
+    // Nobody connected: kept (6); a refused message: 1.
+    assert_eq!(publish_http(&relay, "nobody-py", "kept"), Some(6));
+    assert_eq!(publish_http(&relay, "", "x"), Some(1));
 }
 
 #[test]

@@ -5,8 +5,9 @@
 
 Without --confirm this is exactly the original client.py: connect, read the greeting,
 send {"recipient_uuid": ..., "message": ...}. With --confirm it adds the relay's opt-in
-"id", waits for the reply and exits 0 when delivered, 3 when nobody is registered
-(the exit codes of notify-relay-client).
+"id", waits for the reply and exits 0 when delivered, 6 when nobody is connected and
+the relay keeps the message for the next registration, 3 when nobody is registered and
+nothing was kept (the exit codes of notify-relay-client).
 """
 import argparse
 import asyncio
@@ -33,9 +34,15 @@ async def main() -> int:
         frame["id"] = 1
         await ws.send(json.dumps(frame))
         reply = json.loads(await ws.recv())
+        if not reply.get("ok"):
+            print(f"rejected: {reply.get('error')}", file=sys.stderr)
+            return 1
         delivered = reply.get("delivered", 0)
+        if delivered == 0 and reply.get("buffered"):
+            print("nobody is connected now: kept for the next registration")
+            return 6
         print(f"delivered to {delivered} connection(s)")
-        return 0 if reply.get("ok") and delivered > 0 else 3
+        return 0 if delivered > 0 else 3
 
 
 if __name__ == "__main__":
