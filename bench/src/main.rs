@@ -54,6 +54,8 @@ enum Scenario {
     Fanout(scenario::fanout::Params),
     /// Connect/disconnect cycles: does server memory creep?
     Churn(scenario::churn::Params),
+    /// Messages to keys nobody listens to: server memory per retained message.
+    Retention(scenario::retention::Params),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         Scenario::Idle(p) => scenario::idle::run(&ctx, p).await?,
         Scenario::Fanout(p) => scenario::fanout::run(&ctx, p).await?,
         Scenario::Churn(p) => scenario::churn::run(&ctx, p).await?,
+        Scenario::Retention(p) => scenario::retention::run(&ctx, p).await?,
     };
     report.print(cli.json);
     Ok(())

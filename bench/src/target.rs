@@ -82,7 +82,9 @@ impl Target {
     pub async fn registered(&self, source: Option<IpAddr>, key: &str) -> io::Result<Ws> {
         let mut ws = self.connect(source).await?;
         let register = serde_json::json!({"recipient_uuid": key, "message": "connected"});
-        let probe = serde_json::json!({"recipient_uuid": key, "message": PROBE});
+        // Ephemeral: a relay that keeps streams does not retain the probe (so an idle
+        // key costs what a key never sent to costs); others ignore the field.
+        let probe = serde_json::json!({"recipient_uuid": key, "message": PROBE, "ephemeral": true});
         send(&mut ws, register.to_string()).await?;
         send(&mut ws, probe.to_string()).await?;
         loop {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::config::StreamConfig;
-use crate::engine::stream::{Removed, Stream};
+use crate::engine::stream::{Removed, Stream, STREAM_OVERHEAD};
 use crate::engine::{
     now, Engine, EngineFuture, EngineStats, Eviction, Outgoing, Position, Preamble, Published,
     Since, Start, Unavailable,
@@ -94,8 +94,23 @@ impl MemoryEngine {
         !self.config.buffer_ttl.is_zero()
     }
 
-    fn new_stream(&self) -> Box<Stream> {
-        Box::new(Stream::new(self.epochs.next()))
+    /// A new stream, counted against the memory cap until its channel is dropped.
+    fn new_stream(&self, key: &str) -> Box<Stream> {
+        self.retained_bytes
+            .fetch_add(STREAM_OVERHEAD, Ordering::Relaxed);
+        Box::new(Stream::new(key.into(), self.epochs.next()))
+    }
+
+    /// Drops `key`'s channel if nothing uses it any more. Checked under the shard's write
+    /// lock: a subscriber or a message may have arrived since the caller looked.
+    fn drop_if_unused(&self, key: &str) {
+        let removed = self
+            .channels
+            .remove_if(key, |_, channel| channel.is_unused());
+        if removed.is_some_and(|(_, channel)| channel.stream.is_some()) {
+            self.retained_bytes
+                .fetch_sub(STREAM_OVERHEAD, Ordering::Relaxed);
+        }
     }
 
     fn publish_now(&self, key: &str, message: Outgoing) -> Published {
@@ -107,7 +122,7 @@ impl MemoryEngine {
             None => return Published::nobody(),
         };
         let position = if retain {
-            let stream = channel.stream.get_or_insert_with(|| self.new_stream());
+            let stream = channel.stream.get_or_insert_with(|| self.new_stream(key));
             Some(Position::new(Arc::clone(stream.epoch()), stream.end() + 1))
         } else {
             None
@@ -123,8 +138,8 @@ impl MemoryEngine {
             };
         };
         let buffered = outcome.delivered == 0;
-        let epoch = Arc::clone(&position.epoch);
-        let stream = channel.stream.get_or_insert_with(|| self.new_stream());
+        let stream = channel.stream.get_or_insert_with(|| self.new_stream(key));
+        let (held_key, epoch) = (Arc::clone(stream.key()), Arc::clone(stream.epoch()));
         let appended = stream.append(
             message.payload,
             at,
@@ -135,7 +150,7 @@ impl MemoryEngine {
         drop(channel);
         self.account_append(appended.bytes, appended.evicted, appended.collapsed);
         self.hold(Held {
-            key: key.into(),
+            key: held_key,
             epoch,
             seq: appended.seq,
             at,
@@ -183,7 +198,7 @@ impl MemoryEngine {
             Some(since) => {
                 if matches!(since, Since::After(_) | Since::Unknown) && channel.stream.is_none() {
                     // A cursor for a key with no history here: it is lost, say so.
-                    channel.stream = Some(self.new_stream());
+                    channel.stream = Some(self.new_stream(key));
                 }
                 if let Some(stream) = channel.stream.as_mut() {
                     let replay = stream.replay(&since);
@@ -218,10 +233,7 @@ impl MemoryEngine {
             None => false,
         };
         if now_unused {
-            // Re-checked under the shard's write lock: a subscriber or a message may have
-            // arrived since the guard above was released.
-            self.channels
-                .remove_if(key, |_, channel| channel.is_unused());
+            self.drop_if_unused(key);
         }
     }
 
@@ -283,8 +295,7 @@ impl MemoryEngine {
             None => false,
         };
         if now_unused {
-            self.channels
-                .remove_if(&*held.key, |_, channel| channel.is_unused());
+            self.drop_if_unused(&held.key);
         }
     }
 

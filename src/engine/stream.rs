@@ -10,10 +10,15 @@ use std::time::Instant;
 
 use crate::engine::{Payload, Position};
 
-/// What a retained message costs beyond its payload: the entry itself and its place in the
-/// engine's retention queue. Counted against `--buffer-memory` so many tiny messages cannot
-/// escape the cap.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// What a retained message costs beyond its text: the entry, the text's allocation and its
+/// place in the engine's retention queue, as measured (`notify-relay-bench retention`:
+/// about 300 bytes of RSS per 64-byte message). Counted against `--buffer-memory`, so the
+/// cap bounds real memory and many tiny messages cannot escape it.
+pub const ENTRY_OVERHEAD: usize = 232;
+
+/// What a key's stream costs while it exists, beyond its messages: the map entry, the key,
+/// the stream and its epoch (measured: about 470 bytes with one message per key).
+pub const STREAM_OVERHEAD: usize = 480;
 
 /// One retained message.
 #[derive(Debug, Clone)]
@@ -120,6 +125,8 @@ pub struct Replay {
 /// The retained messages of one key. See the module docs.
 #[derive(Debug)]
 pub struct Stream {
+    /// The key, shared with the engine's retention queue entries.
+    key: Arc<str>,
     /// This incarnation of the key's history; a new stream (after the old one was dropped,
     /// or after a restart) gets a new epoch, so old cursors cannot be mistaken for new ones.
     epoch: Arc<str>,
@@ -132,14 +139,20 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// An empty stream of a new epoch.
-    pub fn new(epoch: Arc<str>) -> Self {
+    /// An empty stream of `key`, of a new epoch.
+    pub fn new(key: Arc<str>, epoch: Arc<str>) -> Self {
         Self {
+            key,
             epoch,
             last_seq: 0,
             entries: VecDeque::new(),
             evicted_through: 0,
         }
+    }
+
+    /// The key this stream belongs to.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
     }
 
     /// This stream's epoch.
@@ -300,7 +313,7 @@ mod tests {
     }
 
     fn stream() -> Stream {
-        Stream::new("e1".into())
+        Stream::new("k".into(), "e1".into())
     }
 
     fn after(stream: &Stream, seq: u64) -> Since {

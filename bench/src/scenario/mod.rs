@@ -5,6 +5,7 @@ pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod latency;
+pub mod retention;
 pub mod throughput;
 
 use std::io;
