@@ -201,6 +201,10 @@ pub struct Metrics {
     pub messages_replayed: Counter,
     /// Retained messages superseded by a newer one with the same collapse name.
     pub messages_collapsed: Counter,
+    /// Ephemeral messages handed to a live connection (one per recipient).
+    pub ephemeral_delivered: Counter,
+    /// Ephemeral messages that reached no live connection (they are never kept).
+    pub ephemeral_dropped: Counter,
     /// Messages retained in streams; set from the engine at scrape time.
     pub retained_messages: Gauge,
     /// Bytes they count against `--buffer-memory`; set from the engine at scrape time.
@@ -311,6 +315,18 @@ impl Metrics {
             "Retained messages superseded by a newer one with the same collapse name",
             messages_collapsed.clone(),
         );
+        let ephemeral_delivered = Counter::default();
+        registry.register(
+            "ephemeral_delivered",
+            "Ephemeral messages handed to a live connection (one per recipient)",
+            ephemeral_delivered.clone(),
+        );
+        let ephemeral_dropped = Counter::default();
+        registry.register(
+            "ephemeral_dropped",
+            "Ephemeral messages that reached no live connection (never kept)",
+            ephemeral_dropped.clone(),
+        );
         let retained_messages = Gauge::default();
         registry.register(
             "retained_messages",
@@ -396,6 +412,8 @@ impl Metrics {
             messages_buffered,
             messages_replayed,
             messages_collapsed,
+            ephemeral_delivered,
+            ephemeral_dropped,
             retained_messages,
             retained_bytes,
             evicted,

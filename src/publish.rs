@@ -23,6 +23,7 @@ pub async fn publish(
     let engine = &state.engine;
     metrics.messages_routed.inc();
     let size = message.payload.as_text().len();
+    let ephemeral = message.ephemeral;
     let outcome = match engine.publish(to, message).await {
         Ok(outcome) => outcome,
         Err(unavailable) => {
@@ -40,7 +41,17 @@ pub async fn publish(
         );
         metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
     }
-    if outcome.buffered {
+    if ephemeral {
+        metrics.ephemeral_delivered.inc_by(outcome.delivered as u64);
+        if outcome.delivered == 0 {
+            // Nobody there is the normal fate of a typing indicator: not worth a warning.
+            metrics.ephemeral_dropped.inc();
+            debug!(
+                "{from}: ephemeral message to {} reached nobody",
+                escaped(to)
+            );
+        }
+    } else if outcome.buffered {
         metrics.messages_buffered.inc();
         debug!("{from}: {size} bytes to {} kept as pending", escaped(to));
     } else if outcome.delivered == 0 && outcome.overflowed == 0 {

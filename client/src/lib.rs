@@ -88,6 +88,29 @@ struct Request<'a> {
     message: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ephemeral: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collapse: Option<&'a str>,
+}
+
+/// How a message is kept (see [`Client::send_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// For live connections only: never kept for a later registration (typing
+    /// indicators). Its [`Sent`] has no cursor.
+    pub ephemeral: bool,
+    /// Keep only the newest message of this name for replay (progress ticks): retaining
+    /// it drops the key's earlier retained message with the same name. At most 64 bytes.
+    pub collapse: Option<String>,
+}
+
+/// The optional members of a request frame.
+#[derive(Default)]
+struct Extra<'a> {
+    since: Option<&'a str>,
+    ephemeral: bool,
+    collapse: Option<&'a str>,
 }
 
 /// What became of a sent message.
@@ -236,8 +259,23 @@ impl Client {
     /// Sends `payload` to every connection registered under `key`; says how many
     /// received it and whether the relay kept it for a later registration.
     pub async fn send(&mut self, key: &str, payload: Payload) -> Result<Sent, Error> {
+        self.send_with(key, payload, &SendOptions::default()).await
+    }
+
+    /// Like [`Client::send`], ephemeral or collapsible as `options` say.
+    pub async fn send_with(
+        &mut self,
+        key: &str,
+        payload: Payload,
+        options: &SendOptions,
+    ) -> Result<Sent, Error> {
         let message = payload.to_raw()?;
-        let reply = self.request(key, &message, None).await?;
+        let extra = Extra {
+            ephemeral: options.ephemeral,
+            collapse: options.collapse.as_deref(),
+            ..Extra::default()
+        };
+        let reply = self.request(key, &message, extra).await?;
         let delivered = reply["delivered"]
             .as_u64()
             .ok_or_else(|| Error::Protocol(format!("no delivered count in {reply}")))?;
@@ -252,7 +290,9 @@ impl Client {
     /// that reached nobody before arrive first, then live ones ([`Client::next_message`]).
     pub async fn register(&mut self, key: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
-        self.request(key, &connected, None).await.map(drop)
+        self.request(key, &connected, Extra::default())
+            .await
+            .map(drop)
     }
 
     /// Registers under `key`, resuming from `since`: a cursor from an earlier
@@ -260,7 +300,11 @@ impl Client {
     /// or `"latest"` (nothing old). Read what arrives with [`Client::next_event`].
     pub async fn resume(&mut self, key: &str, since: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
-        self.request(key, &connected, Some(since)).await.map(drop)
+        let extra = Extra {
+            since: Some(since),
+            ..Extra::default()
+        };
+        self.request(key, &connected, extra).await.map(drop)
     }
 
     /// The next message or gap of a resumable registration.
@@ -319,7 +363,7 @@ impl Client {
         &mut self,
         key: &str,
         message: &RawValue,
-        since: Option<&str>,
+        extra: Extra<'_>,
     ) -> Result<Value, Error> {
         let id = self.next_id;
         self.next_id += 1;
@@ -327,7 +371,9 @@ impl Client {
             id,
             recipient_uuid: key,
             message,
-            since,
+            since: extra.since,
+            ephemeral: extra.ephemeral,
+            collapse: extra.collapse,
         })
         .map_err(|e| Error::Protocol(e.to_string()))?;
         self.ws

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use notify_relay_client::{check_url, Backoff, Client, Error, Event, Payload, DEFAULT_URL};
+use notify_relay_client::{
+    check_url, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
@@ -66,6 +68,12 @@ enum Command {
         /// Send MESSAGE as a JSON value (object, array, number...) instead of a string.
         #[arg(long)]
         json: bool,
+        /// For live connections only: never kept for a later registration.
+        #[arg(long, conflicts_with = "collapse")]
+        ephemeral: bool,
+        /// Keep only the newest message of this NAME for replay (e.g. `progress`).
+        #[arg(long, value_name = "NAME")]
+        collapse: Option<String>,
         /// How long to wait for the relay's confirmation.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -120,8 +128,20 @@ fn main() -> ExitCode {
                 uuid,
                 message,
                 json,
+                ephemeral,
+                collapse,
                 timeout,
-            } => send(&cli.url, &uuid, &message, json, timeout, &mut interrupt).await,
+            } => {
+                let sending = Sending {
+                    uuid,
+                    json,
+                    options: SendOptions {
+                        ephemeral,
+                        collapse,
+                    },
+                };
+                send(&cli.url, &sending, &message, timeout, &mut interrupt).await
+            }
             Command::Listen {
                 uuid,
                 since,
@@ -174,11 +194,19 @@ impl Interrupt {
     }
 }
 
+/// What a `send` run sends to.
+struct Sending {
+    uuid: String,
+    /// MESSAGE is a JSON value.
+    json: bool,
+    /// Ephemeral or collapsible.
+    options: SendOptions,
+}
+
 async fn send(
     url: &str,
-    uuid: &str,
+    sending: &Sending,
     message: &str,
-    json: bool,
     timeout: Duration,
     interrupt: &mut Interrupt,
 ) -> u8 {
@@ -193,7 +221,7 @@ async fn send(
     };
     client.set_reply_timeout(timeout);
     let code = tokio::select! {
-        code = send_all(&mut client, uuid, message, json) => code,
+        code = send_all(&mut client, sending, message) => code,
         signal = interrupt.recv() => interrupted(signal),
     };
     // Every path past the connect ends with a close handshake.
@@ -202,9 +230,9 @@ async fn send(
 }
 
 /// Sends MESSAGE, or each line of standard input for `-`; the exit code.
-async fn send_all(client: &mut Client, uuid: &str, message: &str, json: bool) -> u8 {
+async fn send_all(client: &mut Client, sending: &Sending, message: &str) -> u8 {
     if message != "-" {
-        return send_one(client, uuid, message, json)
+        return send_one(client, sending, message)
             .await
             .unwrap_or_else(|e| report(&e));
     }
@@ -219,7 +247,7 @@ async fn send_all(client: &mut Client, uuid: &str, message: &str, json: bool) ->
                 return EXIT_FAILED;
             }
         };
-        match send_one(client, uuid, &line, json).await {
+        match send_one(client, sending, &line).await {
             Ok(code) => worst = worst.max(code),
             Err(e) => return report(&e),
         }
@@ -227,8 +255,9 @@ async fn send_all(client: &mut Client, uuid: &str, message: &str, json: bool) ->
 }
 
 /// Sends one message; the exit code it deserves, or an error that ends the run.
-async fn send_one(client: &mut Client, uuid: &str, message: &str, json: bool) -> Result<u8, Error> {
-    let payload = if json {
+async fn send_one(client: &mut Client, sending: &Sending, message: &str) -> Result<u8, Error> {
+    let uuid = &sending.uuid;
+    let payload = if sending.json {
         match Payload::json(message) {
             Ok(payload) => payload,
             Err(e) => {
@@ -239,7 +268,7 @@ async fn send_one(client: &mut Client, uuid: &str, message: &str, json: bool) ->
     } else {
         Payload::Text(message.to_owned())
     };
-    let sent = client.send(uuid, payload).await?;
+    let sent = client.send_with(uuid, payload, &sending.options).await?;
     match sent.delivered {
         0 if sent.buffered => {
             eprintln!("nobody is connected to {uuid} now: kept for the next registration");

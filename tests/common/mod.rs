@@ -685,3 +685,100 @@ fn live_processes() -> impl Iterator<Item = u32> {
         .flatten()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
+
+/// An HTTP POST of `body` (as text): (status, content type, body).
+pub async fn http_request_with_body(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    let tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = within("http response", sender.send_request(request))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// Opens a streaming GET (Server-Sent Events) and reads until `events` events with data
+/// arrived: (status, content type, what was read).
+pub async fn http_first_chunks(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    events: usize,
+) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    let tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let mut request = hyper::Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("accept", "text/event-stream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("request");
+    let response = within("http response", sender.send_request(request))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while text.matches("\ndata: ").count() + usize::from(text.starts_with("data: ")) < events {
+        let frame = within("an event", body.frame())
+            .await
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    (status, content_type, text)
+}

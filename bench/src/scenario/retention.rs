@@ -24,6 +24,10 @@ pub struct Params {
     /// Message size in bytes.
     #[arg(long, short = 's', default_value_t = 64)]
     pub size: usize,
+    /// Send every message with this `collapse` name (progress ticks): a relay that
+    /// collapses keeps one per key.
+    #[arg(long, value_name = "NAME")]
+    pub collapse: Option<String>,
 }
 
 /// Runs the scenario. Needs `--pid` to say anything about memory.
@@ -36,7 +40,12 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let keys = p.keys.max(1);
     let mut sent = 0;
     while sent < p.messages && started.elapsed() < ctx.max_time {
-        let frame = delivery_frame(&ctx.key(sent % keys), sent as u64, p.size);
+        let mut frame = delivery_frame(&ctx.key(sent % keys), sent as u64, p.size);
+        if let Some(name) = &p.collapse {
+            // The frame ends with `}`: add the member before it.
+            frame.pop();
+            frame.push_str(&format!(r#","collapse":{}}}"#, serde_json::json!(name)));
+        }
         producer
             .feed(Message::text(frame))
             .await
@@ -65,6 +74,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add("messages", sent);
     report.add("keys", keys);
     report.add("size", p.size);
+    report.add("collapse", p.collapse.clone().unwrap_or_default());
     if let (Some(before), Some(after)) = (before, after) {
         report.add("server_rss_kib_before", before / 1024);
         report.add("server_rss_kib_after", after / 1024);
