@@ -226,7 +226,7 @@ async fn ephemeral_and_collapse_over_http_and_sse() {
     for tick in 0..10 {
         let (status, _, _) = common::http_request_with_body(
             relay.addr,
-            &format!("/publish/h?collapse=progress"),
+            "/publish/h?collapse=progress",
             &format!("{tick}%"),
         )
         .await;
