@@ -27,6 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
@@ -306,8 +307,8 @@ impl Connection {
         match self.peer.outbox.take() {
             Drained::Frames(frames) if frames.is_empty() => Ok(()),
             Drained::Frames(frames) => {
-                self.write(frames.into_iter().map(Message::Text), true)
-                    .await
+                let messages = frames.into_iter().flat_map(fragment::frames);
+                self.write(messages, true).await
             }
             Drained::Overflowed => Err(CloseReason::SlowConsumer),
         }

@@ -13,6 +13,7 @@
 //! - [`router`]: the narrow interface connections register and route through.
 //! - [`registry`]: keys to live connections, sharded; cleanup in O(1).
 //! - [`outbox`]: each connection's bounded outgoing queue.
+//! - [`fragment`]: large outgoing messages as frames of bounded size.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
 //! - [`log_text`]: client-controlled text escaped for log lines.
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod fragment;
 pub mod heartbeat;
 pub mod http;
 pub mod log_text;

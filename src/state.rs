@@ -3,12 +3,16 @@
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
+use crate::fragment::FRAGMENT_SIZE;
 use crate::metrics::Metrics;
 use crate::router::Router;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
-/// up to this size per write, and it bounds the buffer a connection keeps after a burst.
-const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+/// up to this size per write. With frames of at most [`FRAGMENT_SIZE`] the buffer stays
+/// under about twice this while writing, and it is given back after each flush (the
+/// patched tungstenite, see patches/README.md), so an idle connection keeps
+/// none.
+const WRITE_BUFFER_SIZE: usize = FRAGMENT_SIZE;
 
 /// State shared by the accept loop, the HTTP routes and every connection.
 #[derive(Debug)]

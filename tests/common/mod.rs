@@ -412,6 +412,18 @@ impl RelayProcess {
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
+
+    /// The relay's resident memory (VmRSS of /proc/PID/status), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmRSS in /proc/PID/status")
+    }
 }
 
 impl Drop for RelayProcess {

@@ -533,6 +533,8 @@ impl WebSocketContext {
         self.frame.write_out_buffer(stream)?;
         stream.flush()?;
         self.unflushed_additional = false;
+        // notify-relay patch (see patches/README.md).
+        self.frame.release_out_buffer();
         Ok(())
     }
 

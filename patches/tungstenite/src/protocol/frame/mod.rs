@@ -197,7 +197,12 @@ impl FrameCodec {
             if let Some((_, len)) = &self.header {
                 let len = *len as usize;
                 if len <= self.in_buffer.len() {
-                    break self.in_buffer.split_to(len);
+                    let payload = self.in_buffer.split_to(len);
+                    // notify-relay patch (see patches/README.md).
+                    if len > self.in_buf_max_read {
+                        self.release_in_buffer();
+                    }
+                    break payload;
                 }
             }
 
@@ -228,6 +233,27 @@ impl FrameCodec {
         let frame = Frame::from_payload(header, payload.freeze());
         trace!("received frame {frame}");
         Ok(Some(frame))
+    }
+
+    /// notify-relay patch (see patches/README.md): a frame larger than the
+    /// read buffer made `in_buffer` grow to its size, and the rest of the buffer still
+    /// shares that allocation with the payload. Kept, it would hold (and `reserve` would
+    /// reuse) the largest frame's size for the life of the connection. Moves the rest
+    /// (at most one read) into a fresh buffer of the configured size instead, so the
+    /// allocation is freed with the payload.
+    fn release_in_buffer(&mut self) {
+        let mut fresh = BytesMut::with_capacity(self.in_buf_max_read.max(self.in_buffer.len()));
+        fresh.extend_from_slice(&self.in_buffer);
+        self.in_buffer = fresh;
+    }
+
+    /// notify-relay patch (see patches/README.md): once everything has been
+    /// written, the write buffer is given back, so a connection does not keep the size
+    /// of its largest write (or burst) for its whole life. The next write allocates anew.
+    pub(super) fn release_out_buffer(&mut self) {
+        if self.out_buffer.is_empty() {
+            self.out_buffer = Vec::new();
+        }
     }
 
     /// Read into available `in_buffer` capacity.
