@@ -7,6 +7,7 @@
 //! counting it as a recipient.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use log::{debug, info, trace, warn};
+use log::{debug, info, log, trace, Level};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 
 use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::log_limit::{self, Admit, LogLimit};
 use crate::log_text::{escaped, preview};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
@@ -69,6 +71,7 @@ pub fn serve(
             Instant::now(),
         ),
         key: None,
+        log_limit: None,
         ws,
         state,
         _slot: slot,
@@ -95,6 +98,8 @@ struct Connection {
     heartbeat: Heartbeat,
     /// The key this connection is registered under: the reverse map, one entry.
     key: Option<Box<str>>,
+    /// This connection's budget of log lines it can trigger; made on its first such line.
+    log_limit: Option<Box<LogLimit>>,
     /// The socket.
     ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
@@ -129,8 +134,12 @@ impl Connection {
             CloseReason::ClientClose | CloseReason::Reset | CloseReason::Shutdown => {
                 info!("conn {id} closed ({})", reason.as_str())
             }
-            _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
+            _ => self.log_limited(
+                Level::Warn,
+                format_args!("conn {id} closed by the relay ({})", reason.as_str()),
+            ),
         }
+        self.report_suppressed();
     }
 
     async fn run(&mut self, shutdown: CancellationToken) -> Ended {
@@ -183,10 +192,10 @@ impl Connection {
             }
             Message::Binary(data) => {
                 self.state.metrics.frames_received.inc();
-                warn!(
-                    "conn {}: binary frame of {} bytes ignored",
-                    self.peer.id,
-                    data.len()
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {}: binary frame of {} bytes ignored", id, data.len()),
                 );
                 self.state.metrics.dropped(DropReason::Binary, 1);
                 Ok(())
@@ -206,11 +215,15 @@ impl Connection {
         let request = match protocol::parse(text, self.state.config.max_key_length) {
             Frame::Request(request) => request,
             Frame::Ignored(why) => {
-                warn!(
-                    "conn {}: frame ignored ({}): {}",
-                    self.peer.id,
-                    why.as_str(),
-                    preview(text)
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {}: frame ignored ({}): {}",
+                        id,
+                        why.as_str(),
+                        preview(text)
+                    ),
                 );
                 self.state.metrics.dropped(DropReason::Ignored(why), 1);
                 return;
@@ -223,11 +236,15 @@ impl Connection {
             }
             Ok(Command::Deliver { to, payload }) => Reply::Delivered(self.route(&to, payload)),
             Err(rejection) => {
-                warn!(
-                    "conn {}: frame rejected ({}): {}",
-                    self.peer.id,
-                    rejection.as_str(),
-                    preview(text)
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {}: frame rejected ({}): {}",
+                        id,
+                        rejection.as_str(),
+                        preview(text)
+                    ),
                 );
                 self.state
                     .metrics
@@ -260,33 +277,46 @@ impl Connection {
         }
         router.register(&key, &self.peer);
         self.state.metrics.registrations.inc();
-        info!("conn {} registered as {}", self.peer.id, escaped(&key));
+        // Registrations are logged at info, and a client can send thousands of them.
+        let id = self.peer.id;
+        self.log_limited(
+            Level::Info,
+            format_args!("conn {} registered as {}", id, escaped(&key)),
+        );
         self.key = Some(key.into());
     }
 
     /// Routes `payload` to `to` and returns how many connections it was handed to.
-    fn route(&self, to: &str, payload: String) -> usize {
+    fn route(&mut self, to: &str, payload: String) -> usize {
         let metrics = &self.state.metrics;
         metrics.messages_routed.inc();
         let size = payload.len();
         let outcome = self.state.router.route(to, Utf8Bytes::from(payload));
         metrics.messages_delivered.inc_by(outcome.delivered as u64);
         if outcome.overflowed > 0 {
-            warn!(
-                "conn {}: message to {} not queued for {} slow connection(s)",
-                self.peer.id,
-                escaped(to),
-                outcome.overflowed
-            );
             metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
+            let id = self.peer.id;
+            self.log_limited(
+                Level::Warn,
+                format_args!(
+                    "conn {}: message to {} not queued for {} slow connection(s)",
+                    id,
+                    escaped(to),
+                    outcome.overflowed
+                ),
+            );
         }
         if outcome.delivered == 0 && outcome.overflowed == 0 {
-            warn!(
-                "conn {}: message to {} dropped (no_recipient)",
-                self.peer.id,
-                escaped(to)
+            self.state.metrics.dropped(DropReason::NoRecipient, 1);
+            let id = self.peer.id;
+            self.log_limited(
+                Level::Warn,
+                format_args!(
+                    "conn {}: message to {} dropped (no_recipient)",
+                    id,
+                    escaped(to)
+                ),
             );
-            metrics.dropped(DropReason::NoRecipient, 1);
         } else {
             debug!(
                 "conn {}: {size} bytes to {} -> {} connection(s)",
@@ -391,16 +421,24 @@ impl Connection {
     }
 
     /// Classifies a socket error into why the connection ends.
-    fn socket_error(&self, error: WsError) -> CloseReason {
+    fn socket_error(&mut self, error: WsError) -> CloseReason {
         let id = self.peer.id;
         match error {
             WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClose,
             WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                warn!("conn {id}: message of {size} bytes over the {max_size}-byte limit");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {id}: message of {size} bytes over the {max_size}-byte limit"
+                    ),
+                );
                 CloseReason::Oversize
             }
             WsError::Utf8(_) => {
-                warn!("conn {id}: text frame is not valid UTF-8");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: text frame is not valid UTF-8"),
+                );
                 CloseReason::InvalidUtf8
             }
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
@@ -412,9 +450,61 @@ impl Connection {
                 CloseReason::Reset
             }
             other => {
-                warn!("conn {id}: protocol error: {other}");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: protocol error: {other}"),
+                );
                 CloseReason::ProtocolError
             }
+        }
+    }
+
+    /// Logs a line this connection's client can trigger at will, within the
+    /// connection's and the relay's budgets (see [`log_limit`]). A line logged after
+    /// some were held back is preceded by their count.
+    fn log_limited(&mut self, level: Level, line: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        let own = self
+            .log_limit
+            .get_or_insert_with(|| Box::new(LogLimit::new(log_limit::PER_CONNECTION, now)));
+        let held_back = match own.admit(now) {
+            Admit::Suppress => return,
+            Admit::Log(held_back) => held_back,
+        };
+        let id = self.peer.id;
+        let Some(all_held_back) = self
+            .state
+            .log_limit
+            .admit(now, held_back.map_or(0, |s| s.count))
+        else {
+            return;
+        };
+        if let Some(all) = all_held_back {
+            log!(level, "all connections: {all}");
+        }
+        if let Some(mine) = held_back {
+            log!(level, "conn {id}: {mine}");
+        }
+        log!(level, "{line}");
+    }
+
+    /// Reports what this connection's budget held back and has not reported yet: when
+    /// the connection ends, so a flood's count is not lost.
+    fn report_suppressed(&mut self) {
+        let now = Instant::now();
+        let Some(held_back) = self
+            .log_limit
+            .as_mut()
+            .and_then(|own| own.take_suppressed(now))
+        else {
+            return;
+        };
+        let id = self.peer.id;
+        if let Some(all_held_back) = self.state.log_limit.admit(now, held_back.count) {
+            if let Some(all) = all_held_back {
+                log!(Level::Warn, "all connections: {all}");
+            }
+            log!(Level::Warn, "conn {id}: {held_back}");
         }
     }
 

@@ -103,7 +103,10 @@ mod tests {
     fn large_messages_are_bounded_fragments_that_join_back() {
         let text = "y".repeat(2 * FRAGMENT_SIZE + 1);
         let frames = split(&text);
-        let shape: Vec<_> = frames.iter().map(|(op, fin, p)| (*op, *fin, p.len())).collect();
+        let shape: Vec<_> = frames
+            .iter()
+            .map(|(op, fin, p)| (*op, *fin, p.len()))
+            .collect();
         assert_eq!(
             shape,
             [

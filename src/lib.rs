@@ -17,6 +17,7 @@
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
 //! - [`log_text`]: client-controlled text escaped for log lines.
+//! - [`log_limit`]: rate limits for log lines clients can trigger at will.
 //! - [`metrics`]: the Prometheus series.
 //! - [`state`]: what all tasks share.
 
@@ -28,6 +29,7 @@ pub mod connection;
 pub mod fragment;
 pub mod heartbeat;
 pub mod http;
+pub mod log_limit;
 pub mod log_text;
 pub mod metrics;
 pub mod outbox;

@@ -1,9 +1,13 @@
 //! What every task of a running relay shares.
 
+use std::sync::Arc;
+
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
 use crate::fragment::FRAGMENT_SIZE;
+use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
 use crate::router::Router;
 
@@ -25,6 +29,8 @@ pub struct RelayState {
     pub metrics: Metrics,
     /// Limits and buffer sizes for every WebSocket, derived once from `config`.
     pub websocket: WebSocketConfig,
+    /// The budget of client-triggered log lines all connections share.
+    pub log_limit: Arc<SharedLogLimit>,
 }
 
 impl RelayState {
@@ -40,6 +46,7 @@ impl RelayState {
             router: Router::new(),
             metrics: Metrics::new(),
             websocket,
+            log_limit: SharedLogLimit::new(Instant::now()),
         }
     }
 }

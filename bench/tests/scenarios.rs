@@ -92,7 +92,15 @@ fn idle_with_a_message_each_reports_memory_before_and_after() {
     let url = relay();
     let r = bench(
         &url,
-        &["idle", "-c", "20", "--hold", "100ms", "--message-size", "64KiB"],
+        &[
+            "idle",
+            "-c",
+            "20",
+            "--hold",
+            "100ms",
+            "--message-size",
+            "64KiB",
+        ],
     );
     assert_eq!(r["registered"], 20);
     assert_eq!(r["round_trip_errors"], 0);

@@ -409,6 +409,19 @@ impl RelayProcess {
         }
     }
 
+    /// Waits (with the deadline) until `needle` occurs `count` times in the log.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.log_text().matches(needle).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} of {needle:?} in:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
