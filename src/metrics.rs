@@ -27,7 +27,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 11] = [
+    const ALL: [DropReason; 12] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -36,6 +36,7 @@ impl DropReason {
         DropReason::Rejected(Rejection::KeyTooLong),
         DropReason::Rejected(Rejection::MissingMessage),
         DropReason::Rejected(Rejection::InvalidId),
+        DropReason::Rejected(Rejection::LoneSurrogate),
         DropReason::Binary,
         DropReason::NoRecipient,
         DropReason::SlowConsumer,

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -84,6 +85,9 @@ pub enum Rejection {
     MissingMessage,
     /// `id` is neither a string nor a number.
     InvalidId,
+    /// The key or a string message holds a lone UTF-16 surrogate escape (`"\ud800"`
+    /// without its pair): it cannot be turned into text.
+    LoneSurrogate,
 }
 
 impl Rejection {
@@ -96,6 +100,7 @@ impl Rejection {
             Rejection::KeyTooLong => "key_too_long",
             Rejection::MissingMessage => "missing_message",
             Rejection::InvalidId => "invalid_id",
+            Rejection::LoneSurrogate => "lone_surrogate",
         }
     }
 
@@ -108,6 +113,7 @@ impl Rejection {
             Rejection::KeyTooLong => "recipient_uuid is too long",
             Rejection::MissingMessage => "missing message",
             Rejection::InvalidId => "id must be a string or a number",
+            Rejection::LoneSurrogate => "invalid unicode: lone surrogate",
         }
     }
 }
@@ -136,15 +142,58 @@ impl PartialEq for ReplyId<'_> {
 }
 impl Eq for ReplyId<'_> {}
 
-/// The fields the relay reads; every other field is ignored, as the original did.
-#[derive(Deserialize)]
+/// The fields the relay reads; every other field is ignored, as the original did. A
+/// field given twice takes its last value, as the original's `json.loads` does (a
+/// derived `Deserialize` would reject the frame instead). `null` counts as absent.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
     recipient_uuid: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     message: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+}
+
+/// The members of a frame, by name (escapes in names decoded, as JSON requires).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Member {
+    RecipientUuid,
+    Message,
+    Id,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Envelope<'de>, A::Error> {
+        let mut envelope = Envelope::default();
+        while let Some(member) = members.next_key::<Member>()? {
+            let slot = match member {
+                Member::RecipientUuid => &mut envelope.recipient_uuid,
+                Member::Message => &mut envelope.message,
+                Member::Id => &mut envelope.id,
+                Member::Other => {
+                    members.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = members.next_value::<Option<&'de RawValue>>()?;
+        }
+        Ok(envelope)
+    }
 }
 
 /// Parses one inbound text frame. `max_key_len` bounds `recipient_uuid` in bytes.
@@ -178,7 +227,7 @@ fn is_string_or_number(raw: &RawValue) -> bool {
 
 fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a>, Rejection> {
     let raw_key = envelope.recipient_uuid.ok_or(Rejection::MissingRecipient)?;
-    let key = json_string(raw_key).ok_or(Rejection::RecipientNotString)?;
+    let key = json_string(raw_key)?.ok_or(Rejection::RecipientNotString)?;
     if key.is_empty() {
         return Err(Rejection::EmptyKey);
     }
@@ -186,7 +235,7 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
         return Err(Rejection::KeyTooLong);
     }
     let raw_message = envelope.message.ok_or(Rejection::MissingMessage)?;
-    match json_string(raw_message) {
+    match json_string(raw_message)? {
         Some(text) if text == REGISTER_MESSAGE => Ok(Command::Register { key }),
         Some(text) => Ok(Command::Deliver {
             to: key,
@@ -200,15 +249,21 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes. `None` when not a string.
-fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+///
+/// The value was validated as JSON when the frame was parsed, so a string that still
+/// cannot be decoded holds a lone surrogate escape: JSON allows it, text cannot hold it.
+fn json_string(raw: &RawValue) -> Result<Option<Cow<'_, str>>, Rejection> {
     let text = raw.get();
     if !text.starts_with('"') {
-        return None;
+        return Ok(None);
     }
     if let Ok(borrowed) = serde_json::from_str::<&str>(text) {
-        return Some(Cow::Borrowed(borrowed));
+        return Ok(Some(Cow::Borrowed(borrowed)));
     }
-    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    match serde_json::from_str::<String>(text) {
+        Ok(owned) => Ok(Some(Cow::Owned(owned))),
+        Err(_) => Err(Rejection::LoneSurrogate),
+    }
 }
 
 /// A non-string JSON value as compact text: insignificant whitespace removed, and
@@ -419,6 +474,66 @@ mod tests {
             "k".repeat(MAX)
         );
         assert!(request(&exact).command.is_ok());
+    }
+
+    #[test]
+    fn a_member_given_twice_takes_its_last_value_like_json_loads() {
+        let r = request(
+            r#"{"id":1,"recipient_uuid":"a","message":"x","recipient_uuid":"b","message":"y","id":2}"#,
+        );
+        assert_eq!(r.id.map(|id| id.as_json()), Some("2"));
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "b".into(),
+                payload: "y".into()
+            })
+        );
+        // The last value wins even when it is null (absent) or of another type.
+        let r = request(r#"{"id":7,"recipient_uuid":"k","message":"x","message":null}"#);
+        assert_eq!(r.command, Err(Rejection::MissingMessage));
+        let r = request(r#"{"id":"a","id":null,"recipient_uuid":"k","message":"x"}"#);
+        assert_eq!(r.id, None);
+        let r = request(r#"{"recipient_uuid":5,"recipient_uuid":"k","message":"connected"}"#);
+        assert_eq!(r.command, Ok(Command::Register { key: "k".into() }));
+        // Escaped member names are the same members.
+        let r = request(r#"{"recipient\u005fuuid":"k","mess\u0061ge":"connected"}"#);
+        assert_eq!(r.command, Ok(Command::Register { key: "k".into() }));
+    }
+
+    #[test]
+    fn lone_surrogates_are_rejected_the_same_in_keys_and_string_messages() {
+        for text in [
+            r#"{"id":1,"recipient_uuid":"k\ud800","message":"x"}"#,
+            r#"{"id":1,"recipient_uuid":"\udc00","message":"connected"}"#,
+            r#"{"id":1,"recipient_uuid":"k","message":"a\ud800b"}"#,
+            r#"{"id":1,"recipient_uuid":"k","message":"\ud800\ud800"}"#,
+        ] {
+            let r = request(text);
+            assert_eq!(r.command, Err(Rejection::LoneSurrogate), "{text}");
+            assert_eq!(
+                encode_reply(r.id.expect("id"), Reply::Error(Rejection::LoneSurrogate)),
+                r#"{"id":1,"ok":false,"error":"invalid unicode: lone surrogate"}"#
+            );
+        }
+        // A proper pair is one character.
+        let r = request(r#"{"recipient_uuid":"k","message":"\ud83d\ude00"}"#);
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "k".into(),
+                payload: "😀".into()
+            })
+        );
+        // Inside a JSON message the escape is passed on as JSON text, which is valid.
+        let r = request(r#"{"recipient_uuid":"k","message":{"a":"\ud800"}}"#);
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "k".into(),
+                payload: r#"{"a":"\ud800"}"#.into()
+            })
+        );
     }
 
     #[test]
