@@ -32,6 +32,7 @@ use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::log_limit::{self, Admit, LogLimit};
 use crate::log_text::{escaped, preview};
+use crate::message_timeout::{MessageTimedOut, MessageTimeout};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
 use crate::protocol::{self, Command, Frame, Rejection, Reply};
@@ -44,8 +45,16 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunk size for discarding input after a desynchronising error.
 const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
 
-/// The socket of a WebSocket connection.
-pub type Socket = ReadAhead<TcpStream>;
+/// The socket of a WebSocket connection: TCP, read through [`ReadAhead`], with the time
+/// bound on unfinished messages.
+pub type Socket = MessageTimeout<ReadAhead<TcpStream>>;
+
+/// The socket of an upgraded connection. `early` are bytes the client sent behind its
+/// handshake, already read by the HTTP layer: the socket serves them first, so the
+/// message tracking sees every byte.
+pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
+    MessageTimeout::new(ReadAhead::with_unread(tcp, early))
+}
 
 /// A connection that ends with a reason.
 type Ended = Result<(), CloseReason>;
@@ -57,12 +66,13 @@ type Ended = Result<(), CloseReason>;
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
 /// this future is most of what an idle connection costs.
 pub fn serve(
-    ws: WebSocketStream<Socket>,
+    mut ws: WebSocketStream<Socket>,
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
+    ws.get_mut().set_limit(state.config.message_timeout);
     let mut connection = Connection {
         peer: Peer::new(state.config.outbox_limits()),
         heartbeat: Heartbeat::new(
@@ -273,7 +283,7 @@ impl Connection {
             return;
         }
         if let Some(old) = self.key.take() {
-            router.deregister(&old, self.peer.id);
+            router.deregister(&old, &self.peer);
         }
         router.register(&key, &self.peer);
         self.state.metrics.registrations.inc();
@@ -417,6 +427,12 @@ impl Connection {
                 self.close_desynced(CloseCode::Protocol, "protocol error")
                     .await
             }
+            CloseReason::MessageTimeout => {
+                // The rest of the message may still be arriving.
+                let limit = self.state.config.message_timeout;
+                let reason = format!("message not finished within {limit:?}");
+                self.close_desynced(CloseCode::Policy, &reason).await;
+            }
         }
     }
 
@@ -444,6 +460,14 @@ impl Connection {
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 debug!("conn {id}: reset without closing handshake");
                 CloseReason::Reset
+            }
+            WsError::Io(error) if MessageTimedOut::is(&error) => {
+                let limit = self.state.config.message_timeout;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: message not finished within {limit:?}"),
+                );
+                CloseReason::MessageTimeout
             }
             WsError::Io(error) => {
                 debug!("conn {id}: socket error: {error}");
@@ -535,7 +559,7 @@ impl Connection {
         let discard = async {
             // tungstenite may already have sent a Close for a protocol error.
             let _ = self.ws.close(Some(frame)).await;
-            let tcp = self.ws.get_mut().get_mut();
+            let tcp = self.ws.get_mut().get_mut().get_mut();
             if tcp.shutdown().await.is_err() {
                 return;
             }
@@ -550,7 +574,7 @@ impl Connection {
     fn release(&mut self) {
         self.peer.outbox.close();
         if let Some(key) = self.key.take() {
-            self.state.router.deregister(&key, self.peer.id);
+            self.state.router.deregister(&key, &self.peer);
         }
     }
 }

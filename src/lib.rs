@@ -15,6 +15,7 @@
 //! - [`outbox`]: each connection's bounded outgoing queue.
 //! - [`fragment`]: large outgoing messages as frames of bounded size.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
+//! - [`message_timeout`]: the time bound on unfinished messages.
 //! - [`heartbeat`]: Ping/Pong timing rules.
 //! - [`log_text`]: client-controlled text escaped for log lines.
 //! - [`log_limit`]: rate limits for log lines clients can trigger at will.
@@ -31,6 +32,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod log_limit;
 pub mod log_text;
+pub mod message_timeout;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

@@ -77,10 +77,12 @@ pub enum CloseReason {
     InvalidUtf8,
     /// Any other WebSocket protocol violation (Close 1002).
     ProtocolError,
+    /// A message stayed unfinished longer than `--message-timeout` (Close 1008).
+    MessageTimeout,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 9] = [
         CloseReason::ClientClose,
         CloseReason::Reset,
         CloseReason::Shutdown,
@@ -89,6 +91,7 @@ impl CloseReason {
         CloseReason::Oversize,
         CloseReason::InvalidUtf8,
         CloseReason::ProtocolError,
+        CloseReason::MessageTimeout,
     ];
 
     /// The `reason` label value.
@@ -102,6 +105,7 @@ impl CloseReason {
             CloseReason::Oversize => "oversize",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ProtocolError => "protocol_error",
+            CloseReason::MessageTimeout => "message_timeout",
         }
     }
 

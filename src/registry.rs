@@ -2,11 +2,18 @@
 //!
 //! The forward map (key to connections) is sharded, so routing on different keys does
 //! not contend on one lock. The reverse map (connection to key) is the key each
-//! connection task keeps for itself: a connection holds at most one key, so releasing it
-//! on close is one O(1) lookup, and it only ever removes that connection's own entry,
-//! never another connection's registration under the same key.
+//! connection task keeps for itself, and each connection also knows its slot in that
+//! key's list: a connection holds at most one key, so releasing it on close is one
+//! lookup and one `swap_remove`, O(1) however many connections share the key, and it
+//! only ever removes that connection's own entry, never another connection's
+//! registration under the same key.
+//!
+//! `swap_remove` moves the last connection into the freed slot, so the order in which a
+//! key's connections are handed a message is not their registration order. Nothing
+//! depends on that order: a message is queued for all of them in one pass, and each
+//! connection still receives its messages in the order they were routed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -38,6 +45,9 @@ pub struct Peer {
     pub id: PeerId,
     /// Frames waiting to be written to this connection.
     pub outbox: Outbox,
+    /// Where this connection is in its key's list while registered. Read and written
+    /// only under that key's shard lock, which orders the accesses.
+    slot: AtomicUsize,
 }
 
 impl Peer {
@@ -46,6 +56,7 @@ impl Peer {
         Arc::new(Self {
             id: PeerId::next(),
             outbox: Outbox::new(limits),
+            slot: AtomicUsize::new(0),
         })
     }
 }
@@ -62,7 +73,7 @@ pub struct Delivery {
 /// The key-to-connections map. See the module docs.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// Each key's live connections, in registration order.
+    /// Each key's live connections; each knows its index here (`Peer::slot`).
     keys: DashMap<Box<str>, Vec<Arc<Peer>>>,
 }
 
@@ -72,24 +83,39 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds `peer` under `key`, beside any connections already there.
+    /// Adds `peer` under `key`, beside any connections already there. A connection is
+    /// registered under at most one key at a time.
     pub fn register(&self, key: &str, peer: &Arc<Peer>) {
         // The lookup by &str first spares allocating the key when it is already there.
         if let Some(mut peers) = self.keys.get_mut(key) {
-            peers.push(Arc::clone(peer));
+            push(&mut peers, peer);
             return;
         }
-        self.keys
+        let mut peers = self
+            .keys
             .entry(key.into())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(Arc::clone(peer));
+            .or_insert_with(|| Vec::with_capacity(1));
+        push(&mut peers, peer);
     }
 
-    /// Removes `peer`'s own entry under `key`; other connections under it stay.
-    pub fn deregister(&self, key: &str, peer: PeerId) {
+    /// Removes `peer`'s own entry under `key`, in O(1); other connections under it
+    /// stay. Does nothing if `peer` is not registered under `key`.
+    pub fn deregister(&self, key: &str, peer: &Peer) {
         let now_empty = match self.keys.get_mut(key) {
             Some(mut peers) => {
-                peers.retain(|p| p.id != peer);
+                let slot = peer.slot.load(Ordering::Relaxed);
+                if peers.get(slot).is_some_and(|p| p.id == peer.id) {
+                    peers.swap_remove(slot);
+                    if let Some(moved) = peers.get(slot) {
+                        moved.slot.store(slot, Ordering::Relaxed);
+                    }
+                    // A key that once had many connections gives the room back as they
+                    // leave; halving at a quarter keeps this amortised O(1).
+                    if peers.capacity() > SHRINK_FROM && peers.len() < peers.capacity() / 4 {
+                        let keep = peers.len() * 2;
+                        peers.shrink_to(keep);
+                    }
+                }
                 peers.is_empty()
             }
             None => false,
@@ -101,7 +127,7 @@ impl Registry {
         }
     }
 
-    /// Queues `frame` for every connection under `key`, in registration order.
+    /// Queues `frame` for every connection under `key`.
     pub fn deliver(&self, key: &str, frame: &Utf8Bytes) -> Delivery {
         let mut outcome = Delivery::default();
         if let Some(peers) = self.keys.get(key) {
@@ -126,6 +152,15 @@ impl Registry {
     pub fn connections_under(&self, key: &str) -> usize {
         self.keys.get(key).map_or(0, |peers| peers.len())
     }
+}
+
+/// Below this many slots a key's list is not worth shrinking.
+const SHRINK_FROM: usize = 16;
+
+/// Appends `peer` to a key's list and records its slot.
+fn push(peers: &mut Vec<Arc<Peer>>, peer: &Arc<Peer>) {
+    peer.slot.store(peers.len(), Ordering::Relaxed);
+    peers.push(Arc::clone(peer));
 }
 
 #[cfg(test)]
@@ -164,16 +199,63 @@ mod tests {
         let (a, b) = (Peer::new(LIMITS), Peer::new(LIMITS));
         registry.register("k", &a);
         registry.register("k", &b);
-        registry.deregister("k", a.id);
+        registry.deregister("k", &a);
         assert_eq!(registry.connections_under("k"), 1);
         assert_eq!(registry.deliver("k", &"x".into()).delivered, 1);
         assert_eq!(queued(&b), 1);
-        registry.deregister("k", b.id);
+        registry.deregister("k", &b);
         assert_eq!(registry.key_count(), 0);
         // Deregistering again, or under a key never held, changes nothing.
-        registry.deregister("k", b.id);
-        registry.deregister("never", a.id);
+        registry.deregister("k", &b);
+        registry.deregister("never", &a);
         assert_eq!(registry.key_count(), 0);
+    }
+
+    #[test]
+    fn any_connection_leaves_its_key_and_only_it() {
+        let registry = Registry::new();
+        let peers: Vec<_> = (0..100).map(|_| Peer::new(LIMITS)).collect();
+        for peer in &peers {
+            registry.register("k", peer);
+        }
+        let other = Peer::new(LIMITS);
+        registry.register("other", &other);
+        // Leave in an order that moves entries around: every third, then the rest from
+        // the end, checking after each step who is still reached.
+        let mut order: Vec<usize> = (0..100).step_by(3).collect();
+        order.extend((0..100).rev().filter(|i| i % 3 != 0));
+        let mut left = std::collections::HashSet::new();
+        for i in order {
+            registry.deregister("k", &peers[i]);
+            // A stale call (already gone) or a wrong key changes nothing.
+            registry.deregister("k", &peers[i]);
+            registry.deregister("other", &peers[i]);
+            left.insert(i);
+            let outcome = registry.deliver("k", &"x".into());
+            assert_eq!(outcome.delivered, 100 - left.len());
+            for (j, peer) in peers.iter().enumerate() {
+                let expected = usize::from(!left.contains(&j));
+                assert_eq!(queued(peer), expected, "peer {j} after {} left", left.len());
+            }
+        }
+        assert_eq!(registry.key_count(), 1);
+        assert_eq!(registry.deliver("other", &"x".into()).delivered, 1);
+    }
+
+    #[test]
+    fn a_key_gives_back_its_room_as_connections_leave() {
+        let registry = Registry::new();
+        let peers: Vec<_> = (0..1000).map(|_| Peer::new(LIMITS)).collect();
+        for peer in &peers {
+            registry.register("k", peer);
+        }
+        for peer in &peers[1..] {
+            registry.deregister("k", peer);
+        }
+        let capacity = registry.keys.get("k").map(|p| p.capacity());
+        assert!(capacity.is_some_and(|c| c <= SHRINK_FROM), "{capacity:?}");
+        assert_eq!(registry.deliver("k", &"x".into()).delivered, 1);
+        assert_eq!(queued(&peers[0]), 1);
     }
 
     #[test]

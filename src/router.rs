@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::registry::{Delivery, Peer, PeerId, Registry};
+use crate::registry::{Delivery, Peer, Registry};
 
 /// Routes messages to the connections registered under a key.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ impl Router {
     }
 
     /// Makes `peer` unreachable under `key`; other connections under `key` stay.
-    pub fn deregister(&self, key: &str, peer: PeerId) {
+    pub fn deregister(&self, key: &str, peer: &Peer) {
         self.registry.deregister(key, peer);
     }
 
