@@ -28,6 +28,11 @@ pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Concurrent connections (WebSocket and pending HTTP); past it, upgrades get 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// How long a message may stay unfinished (fragments still to come). The same as the
+/// Pong deadline: a client that cannot finish a message in the time it is given to
+/// answer a Ping is not making progress. At the 1 MiB message limit it asks for about
+/// 35 KB/s, which any link that can carry such messages has.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a new connection may take to send its HTTP request (handshake) headers.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the totals are logged at info.
@@ -79,6 +84,11 @@ pub struct Config {
     /// Largest frame or message accepted, in bytes; larger ones close with 1009.
     #[arg(long, env = "NOTIFY_RELAY_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
+
+    /// How long a message may take from its first frame to the end of its last
+    /// (e.g. a fragmented one); past it the connection is closed (1008).
+    #[arg(long, env = "NOTIFY_RELAY_MESSAGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub message_timeout: Duration,
 
     /// Longest recipient_uuid accepted, in bytes.
     #[arg(long, env = "NOTIFY_RELAY_MAX_KEY_LENGTH", default_value_t = DEFAULT_MAX_KEY_LENGTH)]
@@ -164,6 +174,7 @@ impl Default for Config {
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_timeout: DEFAULT_PING_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
             max_key_length: DEFAULT_MAX_KEY_LENGTH,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,

@@ -7,6 +7,7 @@
 //! counting it as a recipient.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use log::{debug, info, trace, warn};
+use log::{debug, info, log, trace, Level};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -28,8 +29,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::engine::{Preamble, Since, Start};
+use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::log_limit::{self, Admit, LogLimit};
 use crate::log_text::{escaped, preview};
+use crate::message_timeout::{MessageTimedOut, MessageTimeout};
 use crate::metrics::{CloseReason, DropReason};
 use crate::outbox::Drained;
 use crate::protocol::{self, Command, Frame, Rejection, Reply, Request};
@@ -43,8 +47,16 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunk size for discarding input after a desynchronising error.
 const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
 
-/// The socket of a WebSocket connection.
-pub type Socket = ReadAhead<TcpStream>;
+/// The socket of a WebSocket connection: TCP, read through [`ReadAhead`], with the time
+/// bound on unfinished messages.
+pub type Socket = MessageTimeout<ReadAhead<TcpStream>>;
+
+/// The socket of an upgraded connection. `early` are bytes the client sent behind its
+/// handshake, already read by the HTTP layer: the socket serves them first, so the
+/// message tracking sees every byte.
+pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
+    MessageTimeout::new(ReadAhead::with_unread(tcp, early))
+}
 
 /// A connection that ends with a reason.
 type Ended = Result<(), CloseReason>;
@@ -56,12 +68,13 @@ type Ended = Result<(), CloseReason>;
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
 /// this future is most of what an idle connection costs.
 pub fn serve(
-    ws: WebSocketStream<Socket>,
+    mut ws: WebSocketStream<Socket>,
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
+    ws.get_mut().set_limit(state.config.message_timeout);
     let mut connection = Connection {
         peer: Peer::new(state.config.outbox_limits()),
         heartbeat: Heartbeat::new(
@@ -70,6 +83,7 @@ pub fn serve(
             Instant::now(),
         ),
         key: None,
+        log_limit: None,
         ws,
         state,
         _slot: slot,
@@ -96,6 +110,8 @@ struct Connection {
     heartbeat: Heartbeat,
     /// The key this connection is registered under: the reverse map, one entry.
     key: Option<Box<str>>,
+    /// This connection's budget of log lines it can trigger; made on its first such line.
+    log_limit: Option<Box<LogLimit>>,
     /// The socket.
     ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
@@ -130,8 +146,12 @@ impl Connection {
             CloseReason::ClientClose | CloseReason::Reset | CloseReason::Shutdown => {
                 info!("conn {id} closed ({})", reason.as_str())
             }
-            _ => warn!("conn {id} closed by the relay ({})", reason.as_str()),
+            _ => self.log_limited(
+                Level::Warn,
+                format_args!("conn {id} closed by the relay ({})", reason.as_str()),
+            ),
         }
+        self.report_suppressed();
     }
 
     async fn run(&mut self, shutdown: CancellationToken) -> Ended {
@@ -184,10 +204,10 @@ impl Connection {
             }
             Message::Binary(data) => {
                 self.state.metrics.frames_received.inc();
-                warn!(
-                    "conn {}: binary frame of {} bytes ignored",
-                    self.peer.id,
-                    data.len()
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {}: binary frame of {} bytes ignored", id, data.len()),
                 );
                 self.state.metrics.dropped(DropReason::Binary, 1);
                 Ok(())
@@ -208,11 +228,15 @@ impl Connection {
         {
             Frame::Request(request) => request,
             Frame::Ignored(why) => {
-                warn!(
-                    "conn {}: frame ignored ({}): {}",
-                    self.peer.id,
-                    why.as_str(),
-                    preview(text)
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {}: frame ignored ({}): {}",
+                        id,
+                        why.as_str(),
+                        preview(text)
+                    ),
                 );
                 self.state.metrics.dropped(DropReason::Ignored(why), 1);
                 return;
@@ -235,18 +259,25 @@ impl Connection {
                 }
             }
             Ok(Command::Deliver { to, message }) => {
-                publish(&self.state, &Conn(self.peer.id), &to, message).await
+                let state = Arc::clone(&self.state);
+                let from = Conn(self.peer.id);
+                let mut log = |line: fmt::Arguments<'_>| self.log_limited(Level::Warn, line);
+                publish(&state, &from, &to, message, &mut log).await
             }
             Ok(Command::Presence { key }) => match self.state.engine.presence(&key).await {
                 Ok(connections) => Reply::Presence(connections),
                 Err(_) => Reply::Unavailable,
             },
             Err(rejection) => {
-                warn!(
-                    "conn {}: frame rejected ({}): {}",
-                    self.peer.id,
-                    rejection.as_str(),
-                    preview(text)
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {}: frame rejected ({}): {}",
+                        id,
+                        rejection.as_str(),
+                        preview(text)
+                    ),
                 );
                 self.state
                     .metrics
@@ -271,7 +302,7 @@ impl Connection {
         since: Option<Since>,
         preamble: Option<Preamble<'_>>,
     ) -> Result<(), Reply> {
-        let engine = &self.state.engine;
+        let engine = Arc::clone(&self.state.engine);
         if since.is_none() && self.key.as_deref() == Some(&*key) {
             debug!(
                 "conn {} registered again as {}",
@@ -284,7 +315,7 @@ impl Connection {
             return Ok(());
         }
         if let Some(old) = self.key.take() {
-            engine.unsubscribe(&old, self.peer.id);
+            engine.unsubscribe(&old, &self.peer);
         }
         let start = match since {
             Some(since) => Start::Resume(since),
@@ -295,15 +326,24 @@ impl Connection {
             .await
             .is_err()
         {
-            warn!(
-                "conn {}: registration as {} failed: cluster unavailable",
-                self.peer.id,
-                escaped(&key)
+            let id = self.peer.id;
+            self.log_limited(
+                Level::Warn,
+                format_args!(
+                    "conn {}: registration as {} failed: cluster unavailable",
+                    id,
+                    escaped(&key)
+                ),
             );
             return Err(Reply::Unavailable);
         }
         self.state.metrics.registrations.inc();
-        info!("conn {} registered as {}", self.peer.id, escaped(&key));
+        // Registrations are logged at info, and a client can send thousands of them.
+        let id = self.peer.id;
+        self.log_limited(
+            Level::Info,
+            format_args!("conn {} registered as {}", id, escaped(&key)),
+        );
         self.key = Some(key.into());
         Ok(())
     }
@@ -317,8 +357,8 @@ impl Connection {
         match self.peer.outbox.take() {
             Drained::Frames(frames) if frames.is_empty() => Ok(()),
             Drained::Frames(frames) => {
-                self.write(frames.into_iter().map(Message::Text), true)
-                    .await
+                let messages = frames.into_iter().flat_map(fragment::frames);
+                self.write(messages, true).await
             }
             Drained::Overflowed => Err(CloseReason::SlowConsumer),
         }
@@ -397,34 +437,108 @@ impl Connection {
                 self.close_desynced(CloseCode::Protocol, "protocol error")
                     .await
             }
+            CloseReason::MessageTimeout => {
+                // The rest of the message may still be arriving.
+                let limit = self.state.config.message_timeout;
+                let reason = format!("message not finished within {limit:?}");
+                self.close_desynced(CloseCode::Policy, &reason).await;
+            }
         }
     }
 
     /// Classifies a socket error into why the connection ends.
-    fn socket_error(&self, error: WsError) -> CloseReason {
+    fn socket_error(&mut self, error: WsError) -> CloseReason {
         let id = self.peer.id;
         match error {
             WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClose,
             WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                warn!("conn {id}: message of {size} bytes over the {max_size}-byte limit");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {id}: message of {size} bytes over the {max_size}-byte limit"
+                    ),
+                );
                 CloseReason::Oversize
             }
             WsError::Utf8(_) => {
-                warn!("conn {id}: text frame is not valid UTF-8");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: text frame is not valid UTF-8"),
+                );
                 CloseReason::InvalidUtf8
             }
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 debug!("conn {id}: reset without closing handshake");
                 CloseReason::Reset
             }
+            WsError::Io(error) if MessageTimedOut::is(&error) => {
+                let limit = self.state.config.message_timeout;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: message not finished within {limit:?}"),
+                );
+                CloseReason::MessageTimeout
+            }
             WsError::Io(error) => {
                 debug!("conn {id}: socket error: {error}");
                 CloseReason::Reset
             }
             other => {
-                warn!("conn {id}: protocol error: {other}");
+                self.log_limited(
+                    Level::Warn,
+                    format_args!("conn {id}: protocol error: {other}"),
+                );
                 CloseReason::ProtocolError
             }
+        }
+    }
+
+    /// Logs a line this connection's client can trigger at will, within the
+    /// connection's and the relay's budgets (see [`log_limit`]). A line logged after
+    /// some were held back is preceded by their count.
+    fn log_limited(&mut self, level: Level, line: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        let own = self
+            .log_limit
+            .get_or_insert_with(|| Box::new(LogLimit::new(log_limit::PER_CONNECTION, now)));
+        let held_back = match own.admit(now) {
+            Admit::Suppress => return,
+            Admit::Log(held_back) => held_back,
+        };
+        let id = self.peer.id;
+        let Some(all_held_back) = self
+            .state
+            .log_limit
+            .admit(now, held_back.map_or(0, |s| s.count))
+        else {
+            return;
+        };
+        if let Some(all) = all_held_back {
+            log!(level, "all connections: {all}");
+        }
+        if let Some(mine) = held_back {
+            log!(level, "conn {id}: {mine}");
+        }
+        log!(level, "{line}");
+    }
+
+    /// Reports what this connection's budget held back and has not reported yet: when
+    /// the connection ends, so a flood's count is not lost.
+    fn report_suppressed(&mut self) {
+        let now = Instant::now();
+        let Some(held_back) = self
+            .log_limit
+            .as_mut()
+            .and_then(|own| own.take_suppressed(now))
+        else {
+            return;
+        };
+        let id = self.peer.id;
+        if let Some(all_held_back) = self.state.log_limit.admit(now, held_back.count) {
+            if let Some(all) = all_held_back {
+                log!(Level::Warn, "all connections: {all}");
+            }
+            log!(Level::Warn, "conn {id}: {held_back}");
         }
     }
 
@@ -455,7 +569,7 @@ impl Connection {
         let discard = async {
             // tungstenite may already have sent a Close for a protocol error.
             let _ = self.ws.close(Some(frame)).await;
-            let tcp = self.ws.get_mut().get_mut();
+            let tcp = self.ws.get_mut().get_mut().get_mut();
             if tcp.shutdown().await.is_err() {
                 return;
             }
@@ -470,7 +584,7 @@ impl Connection {
     fn release(&mut self) {
         self.peer.outbox.close();
         if let Some(key) = self.key.take() {
-            self.state.engine.unsubscribe(&key, self.peer.id);
+            self.state.engine.unsubscribe(&key, &self.peer);
         }
     }
 }

@@ -44,7 +44,6 @@ use crate::capacity::Admission;
 use crate::connection::{self, Socket};
 use crate::log_text::escaped;
 use crate::metrics::{HandshakeRejection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-use crate::read_ahead::ReadAhead;
 use crate::state::RelayState;
 use handshake::{BadHandshake, WEBSOCKET_VERSION};
 
@@ -456,15 +455,9 @@ async fn into_websocket(
 ) -> Option<WebSocketStream<Socket>> {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let tcp = ReadAhead::new(parts.io.into_inner());
-            let ws = if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config)).await
-            } else {
-                // The client pipelined frames behind its handshake.
-                let early = parts.read_buf.to_vec();
-                WebSocketStream::from_partially_read(tcp, early, Role::Server, Some(config)).await
-            };
-            Some(ws)
+            // `read_buf` holds frames the client pipelined behind its handshake.
+            let socket = connection::socket(parts.io.into_inner(), &parts.read_buf);
+            Some(WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await)
         }
         Err(_) => {
             error!("upgraded connection is not a TCP stream");

@@ -18,9 +18,12 @@
 //!   (the embedded in-memory engine; a cluster engine plugs in the same way).
 //! - [`registry`]: subscribers: a connection's reachable part and the set under a key.
 //! - [`outbox`]: each connection's bounded outgoing queue.
+//! - [`fragment`]: large outgoing messages as frames of bounded size.
+//! - [`message_timeout`]: the time bound on unfinished messages.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
 //! - [`heartbeat`]: Ping/Pong timing rules.
 //! - [`log_text`]: client-controlled text escaped for log lines.
+//! - [`log_limit`]: rate limits for log lines clients can trigger at will.
 //! - [`metrics`]: the Prometheus series.
 //! - [`state`]: what all tasks share.
 
@@ -31,9 +34,12 @@ pub mod capacity;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod fragment;
 pub mod heartbeat;
 pub mod http;
+pub mod log_limit;
 pub mod log_text;
+pub mod message_timeout;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

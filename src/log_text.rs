@@ -8,6 +8,7 @@
 //! so the escaped form is unambiguous and always one line.
 
 use std::fmt::{self, Write};
+use std::io;
 
 /// How many characters of a rejected frame are quoted in the log.
 pub const PREVIEW_CHARS: usize = 80;
@@ -54,6 +55,50 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Writes `args` to `out` with every character that could break or hide a log line
+/// spelled out as an escape: the last line of defence, applied to every line the daemon
+/// logs, for text that did not go through [`escaped`] (a dependency's message, a field
+/// someone forgot). Unlike [`escaped`] it leaves `\` alone, so already escaped text
+/// passes unchanged.
+pub fn write_line_safe(out: &mut impl io::Write, args: fmt::Arguments<'_>) -> io::Result<()> {
+    let mut safe = LineSafe { out, error: None };
+    match fmt::write(&mut safe, args) {
+        Ok(()) => Ok(()),
+        Err(fmt::Error) => Err(safe
+            .error
+            .unwrap_or_else(|| io::Error::other("formatting a log line failed"))),
+    }
+}
+
+/// The [`fmt::Write`] behind [`write_line_safe`].
+struct LineSafe<'a, W> {
+    out: &'a mut W,
+    /// The I/O error that stopped the write, if one did.
+    error: Option<io::Error>,
+}
+
+impl<W: io::Write> fmt::Write for LineSafe<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(needs_escape) {
+            let c = rest[at..].chars().next().unwrap_or_default();
+            let written = self
+                .out
+                .write_all(&rest.as_bytes()[..at])
+                .and_then(|()| write!(self.out, "\\u{{{:04x}}}", c as u32));
+            if let Err(error) = written {
+                self.error = Some(error);
+                return Err(fmt::Error);
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.out.write_all(rest.as_bytes()).map_err(|error| {
+            self.error = Some(error);
+            fmt::Error
+        })
+    }
+}
+
 /// Characters that can break a line, move the cursor, start a terminal sequence or
 /// reorder what the operator sees.
 fn needs_escape(c: char) -> bool {
@@ -93,6 +138,18 @@ mod tests {
     fn backslashes_are_doubled_so_escapes_cannot_be_faked() {
         assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
         assert_ne!(escaped("a\\nb").to_string(), escaped("a\nb").to_string());
+    }
+
+    #[test]
+    fn whole_lines_keep_escapes_and_lose_raw_control_characters() {
+        let mut out = Vec::new();
+        let raw = "forged\nline\u{1b}[2J";
+        write_line_safe(&mut out, format_args!("key {} raw {raw}", escaped("a\nb")))
+            .expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "key a\\nb raw forged\\u{000a}line\\u{001b}[2J"
+        );
     }
 
     #[test]

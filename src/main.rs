@@ -1,13 +1,14 @@
 //! The `notify-relay` daemon: parses the configuration, sets up logging and signals,
 //! and runs the server until SIGTERM or SIGINT.
 
-use std::io;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use futures_util::StreamExt;
 use log::{error, info, warn};
+use notify_relay::log_text::write_line_safe;
 use notify_relay::{Config, Server};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
@@ -30,7 +31,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => e.exit(),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(log_line)
+        .init();
     let chosen = matches.value_source("max_connections") != Some(ValueSource::DefaultValue);
     raise_open_file_limit(config.max_connections, chosen);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +74,21 @@ async fn serve(config: Config) -> io::Result<()> {
         });
     };
     server.run(shutdown).await
+}
+
+/// env_logger's default layout, `[TIME LEVEL TARGET] message`, with the message written
+/// line-safe: whatever a client got into it, each record stays one line.
+fn log_line(out: &mut env_logger::fmt::Formatter, record: &log::Record<'_>) -> io::Result<()> {
+    let style = out.default_level_style(record.level());
+    write!(
+        out,
+        "[{} {style}{:<5}{style:#} {}] ",
+        out.timestamp(),
+        record.level(),
+        record.target()
+    )?;
+    write_line_safe(out, *record.args())?;
+    writeln!(out)
 }
 
 fn signal_name(signal: i32) -> &'static str {

@@ -30,7 +30,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 15] = [
+    const ALL: [DropReason; 16] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -39,6 +39,7 @@ impl DropReason {
         DropReason::Rejected(Rejection::KeyTooLong),
         DropReason::Rejected(Rejection::MissingMessage),
         DropReason::Rejected(Rejection::InvalidId),
+        DropReason::Rejected(Rejection::LoneSurrogate),
         DropReason::Rejected(Rejection::InvalidSince),
         DropReason::Rejected(Rejection::InvalidEphemeral),
         DropReason::Rejected(Rejection::InvalidCollapse),
@@ -84,10 +85,12 @@ pub enum CloseReason {
     InvalidUtf8,
     /// Any other WebSocket protocol violation (Close 1002).
     ProtocolError,
+    /// A message stayed unfinished longer than `--message-timeout` (Close 1008).
+    MessageTimeout,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 9] = [
         CloseReason::ClientClose,
         CloseReason::Reset,
         CloseReason::Shutdown,
@@ -96,6 +99,7 @@ impl CloseReason {
         CloseReason::Oversize,
         CloseReason::InvalidUtf8,
         CloseReason::ProtocolError,
+        CloseReason::MessageTimeout,
     ];
 
     /// The `reason` label value.
@@ -109,6 +113,7 @@ impl CloseReason {
             CloseReason::Oversize => "oversize",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ProtocolError => "protocol_error",
+            CloseReason::MessageTimeout => "message_timeout",
         }
     }
 

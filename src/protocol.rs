@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -96,6 +97,9 @@ pub enum Rejection {
     MissingMessage,
     /// `id` is neither a string nor a number.
     InvalidId,
+    /// The key or a string message holds a lone UTF-16 surrogate escape (`"\ud800"`
+    /// without its pair): it cannot be turned into text.
+    LoneSurrogate,
     /// `since` is not a string.
     InvalidSince,
     /// `ephemeral` is not a boolean.
@@ -106,13 +110,14 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, for metrics.
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Rejection::MissingRecipient,
         Rejection::RecipientNotString,
         Rejection::EmptyKey,
         Rejection::KeyTooLong,
         Rejection::MissingMessage,
         Rejection::InvalidId,
+        Rejection::LoneSurrogate,
         Rejection::InvalidSince,
         Rejection::InvalidEphemeral,
         Rejection::InvalidCollapse,
@@ -129,6 +134,7 @@ impl Rejection {
             Rejection::KeyTooLong => "key_too_long",
             Rejection::MissingMessage => "missing_message",
             Rejection::InvalidId => "invalid_id",
+            Rejection::LoneSurrogate => "lone_surrogate",
             Rejection::InvalidSince => "invalid_since",
             Rejection::InvalidEphemeral => "invalid_ephemeral",
             Rejection::InvalidCollapse => "invalid_collapse",
@@ -144,6 +150,7 @@ impl Rejection {
             Rejection::KeyTooLong => "recipient_uuid is too long",
             Rejection::MissingMessage => "missing message",
             Rejection::InvalidId => "id must be a string or a number",
+            Rejection::LoneSurrogate => "invalid unicode: lone surrogate",
             Rejection::InvalidSince => "since must be a string",
             Rejection::InvalidEphemeral => "ephemeral must be true or false",
             Rejection::InvalidCollapse => "collapse must be a string of at most 64 bytes",
@@ -175,23 +182,70 @@ impl PartialEq for ReplyId<'_> {
 }
 impl Eq for ReplyId<'_> {}
 
-/// The fields the relay reads; every other field is ignored, as the original did.
-#[derive(Deserialize)]
+/// The fields the relay reads; every other field is ignored, as the original did. A
+/// field given twice takes its last value, as the original's `json.loads` does (a
+/// derived `Deserialize` would reject the frame instead). `null` counts as absent.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
     recipient_uuid: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     message: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     since: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     ephemeral: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     collapse: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     presence: Option<&'a RawValue>,
+}
+
+/// The members of a frame, by name (escapes in names decoded, as JSON requires).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Member {
+    RecipientUuid,
+    Message,
+    Id,
+    Since,
+    Ephemeral,
+    Collapse,
+    Presence,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Envelope<'de>, A::Error> {
+        let mut envelope = Envelope::default();
+        while let Some(member) = members.next_key::<Member>()? {
+            let slot = match member {
+                Member::RecipientUuid => &mut envelope.recipient_uuid,
+                Member::Message => &mut envelope.message,
+                Member::Id => &mut envelope.id,
+                Member::Since => &mut envelope.since,
+                Member::Ephemeral => &mut envelope.ephemeral,
+                Member::Collapse => &mut envelope.collapse,
+                Member::Presence => &mut envelope.presence,
+                Member::Other => {
+                    members.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = members.next_value::<Option<&'de RawValue>>()?;
+        }
+        Ok(envelope)
+    }
 }
 
 /// Parses one inbound text frame. `max_key_len` bounds `recipient_uuid` in bytes.
@@ -233,11 +287,11 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
     let raw_key = envelope.recipient_uuid.ok_or(Rejection::MissingRecipient)?;
     let key = valid_key(raw_key, max_key_len)?;
     let raw_message = envelope.message.ok_or(Rejection::MissingMessage)?;
-    let payload = match json_string(raw_message) {
+    let payload = match json_string(raw_message)? {
         Some(text) if text == REGISTER_MESSAGE => {
             let since = match envelope.since.filter(|raw| !is_null(raw)) {
                 None => None,
-                Some(raw) => Some(since(raw).ok_or(Rejection::InvalidSince)?),
+                Some(raw) => Some(since(raw)?.ok_or(Rejection::InvalidSince)?),
             };
             return Ok(Command::Register { key, since });
         }
@@ -251,7 +305,7 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
     };
     let collapse = match envelope.collapse.filter(|raw| !is_null(raw)) {
         None => None,
-        Some(raw) => match json_string(raw) {
+        Some(raw) => match json_string(raw)? {
             Some(name) if name.len() <= MAX_COLLAPSE_LENGTH => Some(name.into()),
             _ => return Err(Rejection::InvalidCollapse),
         },
@@ -268,7 +322,7 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
 
 /// A key as the protocol allows it: a non-empty string of at most `max_key_len` bytes.
 fn valid_key(raw: &RawValue, max_key_len: usize) -> Result<Cow<'_, str>, Rejection> {
-    let key = json_string(raw).ok_or(Rejection::RecipientNotString)?;
+    let key = json_string(raw)?.ok_or(Rejection::RecipientNotString)?;
     check_key(&key, max_key_len)?;
     Ok(key)
 }
@@ -286,23 +340,25 @@ pub fn check_key(key: &str, max_key_len: usize) -> Result<(), Rejection> {
 
 /// A message given as a JSON document (an HTTP body sent as `application/json`): a JSON
 /// string is a string message, any other value is delivered as its compact text. `None`
-/// when `text` is not JSON.
+/// when `text` is not JSON, or is a string holding a lone surrogate.
 pub fn json_payload(text: &str) -> Option<Payload> {
     let raw: &RawValue = serde_json::from_str(text).ok()?;
-    Some(match json_string(raw) {
+    Some(match json_string(raw).ok()? {
         Some(string) => Payload::text(string.into_owned()),
         None => Payload::json(compact_json(raw)),
     })
 }
 
 /// A registration's `since`: `"earliest"`, `"latest"` or a cursor. `None` if not a string.
-fn since(raw: &RawValue) -> Option<Since> {
-    let text = json_string(raw)?;
-    Some(match &*text {
+fn since(raw: &RawValue) -> Result<Option<Since>, Rejection> {
+    let Some(text) = json_string(raw)? else {
+        return Ok(None);
+    };
+    Ok(Some(match &*text {
         "earliest" => Since::Earliest,
         "latest" => Since::Latest,
         cursor => Position::parse(cursor).map_or(Since::Unknown, Since::After),
-    })
+    }))
 }
 
 fn is_null(raw: &RawValue) -> bool {
@@ -310,15 +366,21 @@ fn is_null(raw: &RawValue) -> bool {
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes. `None` when not a string.
-fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+///
+/// The value was validated as JSON when the frame was parsed, so a string that still
+/// cannot be decoded holds a lone surrogate escape: JSON allows it, text cannot hold it.
+fn json_string(raw: &RawValue) -> Result<Option<Cow<'_, str>>, Rejection> {
     let text = raw.get();
     if !text.starts_with('"') {
-        return None;
+        return Ok(None);
     }
     if let Ok(borrowed) = serde_json::from_str::<&str>(text) {
-        return Some(Cow::Borrowed(borrowed));
+        return Ok(Some(Cow::Borrowed(borrowed)));
     }
-    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    match serde_json::from_str::<String>(text) {
+        Ok(owned) => Ok(Some(Cow::Owned(owned))),
+        Err(_) => Err(Rejection::LoneSurrogate),
+    }
 }
 
 /// A non-string JSON value as compact text: insignificant whitespace removed, and
@@ -714,6 +776,73 @@ mod tests {
             serde_json::from_str(&encode_invalid_id_reply()).expect("valid JSON");
         assert_eq!(reply["id"], serde_json::Value::Null);
         assert_eq!(reply["ok"], false);
+    }
+
+    #[test]
+    fn a_member_given_twice_takes_its_last_value_like_json_loads() {
+        let r = request(
+            r#"{"id":1,"recipient_uuid":"a","message":"x","recipient_uuid":"b","message":"y","id":2}"#,
+        );
+        assert_eq!(r.id.map(|id| id.as_json()), Some("2"));
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "b".into(),
+                message: Outgoing::plain(Payload::text("y"))
+            })
+        );
+        // The last value wins even when it is null (absent) or of another type.
+        let r = request(r#"{"id":7,"recipient_uuid":"k","message":"x","message":null}"#);
+        assert_eq!(r.command, Err(Rejection::MissingMessage));
+        let r = request(r#"{"id":"a","id":null,"recipient_uuid":"k","message":"x"}"#);
+        assert_eq!(r.id, None);
+        let r = request(r#"{"recipient_uuid":5,"recipient_uuid":"k","message":"connected"}"#);
+        assert!(matches!(
+            r.command,
+            Ok(Command::Register { since: None, .. })
+        ));
+        // Escaped member names are the same members.
+        let r = request(r#"{"recipient\u005fuuid":"k","mess\u0061ge":"connected"}"#);
+        assert!(matches!(
+            r.command,
+            Ok(Command::Register { since: None, .. })
+        ));
+    }
+
+    #[test]
+    fn lone_surrogates_are_rejected_the_same_in_keys_and_string_messages() {
+        for text in [
+            r#"{"id":1,"recipient_uuid":"k\ud800","message":"x"}"#,
+            r#"{"id":1,"recipient_uuid":"\udc00","message":"connected"}"#,
+            r#"{"id":1,"recipient_uuid":"k","message":"a\ud800b"}"#,
+            r#"{"id":1,"recipient_uuid":"k","message":"\ud800\ud800"}"#,
+            r#"{"id":1,"presence":"\ud800"}"#,
+        ] {
+            let r = request(text);
+            assert_eq!(r.command, Err(Rejection::LoneSurrogate), "{text}");
+            assert_eq!(
+                encode_reply(r.id.expect("id"), &Reply::Error(Rejection::LoneSurrogate)),
+                r#"{"id":1,"ok":false,"error":"invalid unicode: lone surrogate"}"#
+            );
+        }
+        // A proper pair is one character.
+        let r = request(r#"{"recipient_uuid":"k","message":"\ud83d\ude00"}"#);
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "k".into(),
+                message: Outgoing::plain(Payload::text("😀"))
+            })
+        );
+        // Inside a JSON message the escape is passed on as JSON text, which is valid.
+        let r = request(r#"{"recipient_uuid":"k","message":{"a":"\ud800"}}"#);
+        assert_eq!(
+            r.command,
+            Ok(Command::Deliver {
+                to: "k".into(),
+                message: Outgoing::plain(Payload::json(r#"{"a":"\ud800"}"#))
+            })
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Publishing one message: the engine call and the metrics and log lines that every door
-//! (a WebSocket frame, an HTTP publish) shares, so both count and log alike.
+//! (a WebSocket frame, an HTTP publish) shares, so both count and log alike. Warnings go
+//! through the caller's `warn`, which applies its log budget (a client can trigger them
+//! at will).
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 
-use log::{debug, warn};
+use log::debug;
 
 use crate::engine::Outgoing;
 use crate::log_text::escaped;
@@ -11,13 +13,17 @@ use crate::metrics::DropReason;
 use crate::protocol::Reply;
 use crate::state::RelayState;
 
+/// A sink for warning lines, rate-limited by the caller.
+pub type Warn<'a> = dyn FnMut(fmt::Arguments<'_>) + Send + 'a;
+
 /// Publishes `message` to `to` and says what became of it. `from` names the sender in log
-/// lines (a connection id, or an HTTP client's address).
+/// lines (a connection id, or an HTTP client's address); `warn` logs warnings.
 pub async fn publish(
     state: &RelayState,
     from: &(dyn Display + Sync),
     to: &str,
     message: Outgoing,
+    warn: &mut Warn<'_>,
 ) -> Reply {
     let metrics = &state.metrics;
     let engine = &state.engine;
@@ -27,18 +33,21 @@ pub async fn publish(
     let outcome = match engine.publish(to, message).await {
         Ok(outcome) => outcome,
         Err(unavailable) => {
-            warn!("{from}: message to {} dropped ({unavailable})", escaped(to));
+            warn(format_args!(
+                "{from}: message to {} dropped ({unavailable})",
+                escaped(to)
+            ));
             metrics.dropped(DropReason::Unavailable, 1);
             return Reply::Unavailable;
         }
     };
     metrics.messages_delivered.inc_by(outcome.delivered as u64);
     if outcome.overflowed > 0 {
-        warn!(
+        warn(format_args!(
             "{from}: message to {} not queued for {} slow connection(s)",
             escaped(to),
             outcome.overflowed
-        );
+        ));
         metrics.dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
     }
     if ephemeral {
@@ -55,7 +64,10 @@ pub async fn publish(
         metrics.messages_buffered.inc();
         debug!("{from}: {size} bytes to {} kept as pending", escaped(to));
     } else if outcome.delivered == 0 && outcome.overflowed == 0 {
-        warn!("{from}: message to {} dropped (no_recipient)", escaped(to));
+        warn(format_args!(
+            "{from}: message to {} dropped (no_recipient)",
+            escaped(to)
+        ));
         metrics.dropped(DropReason::NoRecipient, 1);
     } else {
         debug!(

@@ -40,6 +40,24 @@ impl<S> ReadAhead<S> {
         Self { inner, ahead: None }
     }
 
+    /// Wraps `inner`, serving `unread` (bytes already taken from it, e.g. by the HTTP
+    /// layer past the handshake) before anything else.
+    pub fn with_unread(inner: S, unread: &[u8]) -> Self {
+        if unread.is_empty() {
+            return Self::new(inner);
+        }
+        let ahead = Ahead {
+            buf: unread.into(),
+            start: 0,
+            end: unread.len(),
+            drained: true,
+        };
+        Self {
+            inner,
+            ahead: Some(Box::new(ahead)),
+        }
+    }
+
     /// The socket underneath. Reading from it directly skips any read-ahead bytes.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
@@ -160,5 +178,17 @@ mod tests {
 
         drop(peer);
         assert_eq!(reader.read(&mut small).await.expect("eof"), 0);
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_and_are_then_freed() {
+        let (mut peer, socket) = tokio::io::duplex(64);
+        let mut reader = ReadAhead::with_unread(socket, b"early ");
+        peer.write_all(b"late").await.expect("write");
+        drop(peer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"early late");
+        assert!(!reader.is_buffering());
     }
 }

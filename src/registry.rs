@@ -2,12 +2,18 @@
 //! one key ([`Peers`]), and the frame each kind of subscriber gets for a message
 //! ([`Framed`]).
 //!
-//! The reverse map (connection to key) is the key each connection task keeps for itself: a
-//! connection holds at most one key, so releasing it on close is one lookup, and it only
-//! ever removes that connection's own entry, never another connection's registration under
-//! the same key.
+//! The reverse map (connection to key) is the key each connection task keeps for itself,
+//! and each connection also knows its slot in that key's list: a connection holds at most
+//! one key, so releasing it on close is one lookup and one `swap_remove`, O(1) however many
+//! connections share the key, and it only ever removes that connection's own entry, never
+//! another connection's registration under the same key.
+//!
+//! `swap_remove` moves the last connection into the freed slot, so the order in which a
+//! key's connections are handed a message is not their registration order. Nothing
+//! depends on that order: a message is queued for all of them in one pass, and each
+//! connection still receives its messages in the order they were routed.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -65,6 +71,9 @@ pub struct Peer {
     pub outbox: Outbox,
     /// A [`Framing`]; set when the connection subscribes, under the key's lock.
     framing: AtomicU8,
+    /// Where this connection is in its key's list while subscribed. Read and written
+    /// only under that key's lock, which orders the accesses.
+    slot: AtomicUsize,
 }
 
 impl Peer {
@@ -74,6 +83,7 @@ impl Peer {
             id: PeerId::next(),
             outbox: Outbox::new(limits),
             framing: AtomicU8::new(Framing::Plain as u8),
+            slot: AtomicUsize::new(0),
         })
     }
 
@@ -151,22 +161,41 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
-/// The subscribers of one key, in subscription order.
+/// Below this many slots a key's list is not worth shrinking.
+const SHRINK_FROM: usize = 16;
+
+/// The subscribers of one key. See the module docs.
 #[derive(Debug, Default)]
 pub struct Peers {
-    /// Live subscribers.
+    /// Live subscribers; each knows its index here (`Peer::slot`).
     peers: Vec<Arc<Peer>>,
 }
 
 impl Peers {
-    /// Adds `peer` beside the subscribers already there.
+    /// Adds `peer` beside the subscribers already there. A connection subscribes to at
+    /// most one key at a time.
     pub fn add(&mut self, peer: &Arc<Peer>) {
+        peer.slot.store(self.peers.len(), Ordering::Relaxed);
         self.peers.push(Arc::clone(peer));
     }
 
-    /// Removes `peer`'s own entry; the others stay.
-    pub fn remove(&mut self, peer: PeerId) {
-        self.peers.retain(|p| p.id != peer);
+    /// Removes `peer`'s own entry in O(1); the others stay. Does nothing if `peer` is not
+    /// here.
+    pub fn remove(&mut self, peer: &Peer) {
+        let slot = peer.slot.load(Ordering::Relaxed);
+        if !self.peers.get(slot).is_some_and(|p| p.id == peer.id) {
+            return;
+        }
+        self.peers.swap_remove(slot);
+        if let Some(moved) = self.peers.get(slot) {
+            moved.slot.store(slot, Ordering::Relaxed);
+        }
+        // A key that once had many subscribers gives the room back as they leave;
+        // halving at a quarter keeps this amortised O(1).
+        if self.peers.capacity() > SHRINK_FROM && self.peers.len() < self.peers.capacity() / 4 {
+            let keep = self.peers.len() * 2;
+            self.peers.shrink_to(keep);
+        }
     }
 
     /// How many subscribers.
@@ -226,13 +255,68 @@ mod tests {
             (queued(&a), queued(&b)),
             (vec!["hi".into()], vec!["hi".into()])
         );
-        peers.remove(a.id);
+        peers.remove(&a);
         assert_eq!(peers.len(), 1);
         assert_eq!(deliver(&peers, "x").delivered, 1);
         assert!(queued(&a).is_empty());
-        peers.remove(a.id);
-        peers.remove(b.id);
+        peers.remove(&a);
+        peers.remove(&b);
         assert!(peers.is_empty());
+    }
+
+    #[test]
+    fn any_subscriber_leaves_and_only_it() {
+        let mut key = Peers::default();
+        let peers: Vec<_> = (0..100).map(|_| Peer::new(LIMITS)).collect();
+        for peer in &peers {
+            key.add(peer);
+        }
+        let mut other = Peers::default();
+        let elsewhere = Peer::new(LIMITS);
+        other.add(&elsewhere);
+        // Leave in an order that moves entries around: every third, then the rest from
+        // the end, checking after each step who is still reached.
+        let mut order: Vec<usize> = (0..100).step_by(3).collect();
+        order.extend((0..100).rev().filter(|i| i % 3 != 0));
+        let mut left = std::collections::HashSet::new();
+        for i in order {
+            key.remove(&peers[i]);
+            // A stale call (already gone) or a wrong key changes nothing.
+            key.remove(&peers[i]);
+            other.remove(&peers[i]);
+            left.insert(i);
+            assert_eq!(deliver(&key, "x").delivered, 100 - left.len());
+            for (j, peer) in peers.iter().enumerate() {
+                let expected = usize::from(!left.contains(&j));
+                assert_eq!(
+                    queued(peer).len(),
+                    expected,
+                    "peer {j} after {} left",
+                    left.len()
+                );
+            }
+        }
+        assert!(key.is_empty());
+        assert_eq!(deliver(&other, "x").delivered, 1);
+    }
+
+    #[test]
+    fn a_key_gives_back_its_room_as_subscribers_leave() {
+        let mut key = Peers::default();
+        let peers: Vec<_> = (0..1000).map(|_| Peer::new(LIMITS)).collect();
+        for peer in &peers {
+            key.add(peer);
+        }
+        for peer in &peers[1..] {
+            key.remove(peer);
+        }
+        assert!(
+            key.peers.capacity() <= SHRINK_FROM,
+            "{}",
+            key.peers.capacity()
+        );
+        assert_eq!(deliver(&key, "x").delivered, 1);
+        assert_eq!(queued(&peers[0]), ["x"]);
     }
 
     #[test]

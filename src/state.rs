@@ -7,12 +7,17 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine};
+use crate::fragment::FRAGMENT_SIZE;
+use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
-/// up to this size per write, and it bounds the buffer a connection keeps after a burst.
-const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+/// up to this size per write. With frames of at most [`FRAGMENT_SIZE`] the buffer stays
+/// under about twice this while writing, and it is given back after each flush (the
+/// patched tungstenite, see patches/README.md), so an idle connection keeps
+/// none.
+const WRITE_BUFFER_SIZE: usize = FRAGMENT_SIZE;
 
 /// State shared by the accept loop, the HTTP routes and every connection.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub struct RelayState {
     pub capacity: Capacity,
     /// What `/readyz` reports: draining, and conditions other parts add.
     pub readiness: Readiness,
+    /// The budget of client-triggered log lines all connections share.
+    pub log_limit: Arc<SharedLogLimit>,
 }
 
 impl RelayState {
@@ -48,6 +55,7 @@ impl RelayState {
             metrics,
             websocket,
             readiness: Readiness::default(),
+            log_limit: SharedLogLimit::new(tokio::time::Instant::now()),
         }
     }
 }

@@ -226,3 +226,32 @@ fn python_m_websockets_interactive_client_smoke_test() {
     drop(stdin);
     assert!(client.wait().expect("client exits").success());
 }
+
+/// A Python `websockets` client sends a large message to itself and checks it comes back
+/// whole: the relay writes it as fragments, which the client must put together.
+const PYTHON_LARGE_ROUND_TRIP: &str = r#"
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+
+async def main(url):
+    async with connect(url) as ws:
+        await ws.recv()
+        text = "notify €🙂 " * 20000
+        await ws.send(json.dumps({"recipient_uuid": "py-large", "message": "connected"}))
+        await ws.send(json.dumps({"recipient_uuid": "py-large", "message": text}))
+        got = await ws.recv()
+        print("whole" if got == text else f"mismatch: {len(got)} of {len(text)} characters")
+
+asyncio.run(main(sys.argv[1]))
+"#;
+
+#[test]
+fn python_websockets_receives_a_large_message_whole() {
+    let relay = RelayProcess::spawn(&[]);
+    let output = Command::new(PYTHON)
+        .args(["-c", PYTHON_LARGE_ROUND_TRIP, &relay.url()])
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "whole");
+}

@@ -3,6 +3,8 @@
 mod common;
 
 use common::Relay;
+use notify_relay::metrics::DropReason;
+use notify_relay::protocol::Rejection;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -101,5 +103,52 @@ async fn an_id_that_is_not_a_string_or_number_is_rejected_with_a_null_id() {
     assert_eq!(reply["ok"], false);
     // It was not acted on: the connection is not registered.
     assert_eq!(relay.state.engine.stats().keys, 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_with_a_member_given_twice_is_answered_and_its_last_values_used() {
+    let relay = Relay::start().await;
+    let mut first = relay.registered("first").await;
+    let mut last = relay.registered("last").await;
+    let mut sender = relay.client().await;
+    // As the original's json.loads reads it: the last of each member wins.
+    sender
+        .send_text(
+            r#"{"id":1,"recipient_uuid":"first","message":"early","recipient_uuid":"last","message":"late","id":2}"#,
+        )
+        .await;
+    assert_eq!(last.recv_text().await, "late");
+    assert_eq!(
+        sender.recv_text().await,
+        r#"{"id":2,"ok":true,"delivered":1}"#
+    );
+    // Nothing went to the first key: its next frame is this one.
+    assert_eq!(sender.deliver("first", json!("marker")).await, 1);
+    assert_eq!(first.recv_text().await, "marker");
+    assert_eq!(relay.state.metrics.dropped_total(), 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_gets_the_same_error_in_a_key_and_in_a_message() {
+    let relay = Relay::start().await;
+    let mut receiver = relay.registered("k").await;
+    let mut sender = relay.client().await;
+    for frame in [
+        r#"{"id":1,"recipient_uuid":"k\ud800","message":"connected"}"#,
+        r#"{"id":1,"recipient_uuid":"k","message":"broken \udc00 text"}"#,
+    ] {
+        sender.send_text(frame).await;
+        assert_eq!(
+            sender.recv_text().await,
+            r#"{"id":1,"ok":false,"error":"invalid unicode: lone surrogate"}"#
+        );
+    }
+    let rejected = DropReason::Rejected(Rejection::LoneSurrogate);
+    assert_eq!(relay.state.metrics.dropped_count(rejected), 2);
+    // Nothing was delivered and the sender is still served.
+    assert_eq!(sender.deliver("k", json!("after")).await, 1);
+    assert_eq!(receiver.recv_text().await, "after");
     relay.stop().await;
 }

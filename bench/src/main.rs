@@ -48,7 +48,8 @@ enum Scenario {
     Throughput(scenario::throughput::Params),
     /// Open loop at a fixed rate: latency percentiles from the actual send time.
     Latency(scenario::latency::Params),
-    /// Many idle registered connections: server memory per connection.
+    /// Many idle registered connections: server memory per connection (and what one
+    /// large message each leaves behind, with --message-size).
     Idle(scenario::idle::Params),
     /// Many connections under one key: deliveries per second.
     Fanout(scenario::fanout::Params),

@@ -88,6 +88,29 @@ fn idle_holds_registered_connections_and_measures_memory() {
 }
 
 #[test]
+fn idle_with_a_message_each_reports_memory_before_and_after() {
+    let url = relay();
+    let r = bench(
+        &url,
+        &[
+            "idle",
+            "-c",
+            "20",
+            "--hold",
+            "100ms",
+            "--message-size",
+            "64KiB",
+        ],
+    );
+    assert_eq!(r["registered"], 20);
+    assert_eq!(r["round_trip_errors"], 0);
+    assert_eq!(r["dropped_while_held"], 0);
+    assert_eq!(r["message_size"], 65536);
+    assert!(r["server_bytes_per_conn_after_message"].is_number());
+    assert!(r["after_message_vs_idle"].is_number());
+}
+
+#[test]
 fn fanout_reaches_every_connection_under_the_key() {
     let url = relay();
     let r = bench(&url, &["fanout", "-k", "20", "-n", "50"]);

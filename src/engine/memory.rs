@@ -24,7 +24,7 @@ use crate::engine::{
     Since, Start, Unavailable,
 };
 use crate::metrics::Metrics;
-use crate::registry::{Framed, Framing, Peer, PeerId, Peers};
+use crate::registry::{Framed, Framing, Peer, Peers};
 
 /// Longest pause between two TTL sweeps.
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -224,7 +224,7 @@ impl MemoryEngine {
         self.metrics.messages_replayed.inc_by(replayed as u64);
     }
 
-    fn unsubscribe_now(&self, key: &str, peer: PeerId) {
+    fn unsubscribe_now(&self, key: &str, peer: &Peer) {
         let now_unused = match self.channels.get_mut(key) {
             Some(mut channel) => {
                 channel.peers.remove(peer);
@@ -332,7 +332,7 @@ impl Engine for MemoryEngine {
         now(Ok(()))
     }
 
-    fn unsubscribe(&self, key: &str, peer: PeerId) {
+    fn unsubscribe(&self, key: &str, peer: &Peer) {
         self.unsubscribe_now(key, peer);
     }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 use futures_util::future::{BoxFuture, Either};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::registry::{Peer, PeerId};
+use crate::registry::Peer;
 
 pub use memory::MemoryEngine;
 pub use stream::{Eviction, Since};
@@ -57,7 +57,7 @@ pub trait Engine: Send + Sync + fmt::Debug {
     ) -> EngineFuture<'a, Result<(), Unavailable>>;
 
     /// Removes `peer`'s own subscription under `key`; other subscribers stay.
-    fn unsubscribe(&self, key: &str, peer: PeerId);
+    fn unsubscribe(&self, key: &str, peer: &Peer);
 
     /// How many connections are subscribed to `key`.
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>>;

@@ -213,7 +213,7 @@ impl Drop for EventStream {
         self.done.cancel();
         let overflowed = self.peer.outbox.is_overflowed();
         self.peer.outbox.close();
-        self.state.engine.unsubscribe(&self.key, self.peer.id);
+        self.state.engine.unsubscribe(&self.key, &self.peer);
         self.state.metrics.event_streams.dec();
         if overflowed {
             self.subscriber.abort.cancel();

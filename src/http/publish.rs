@@ -58,7 +58,8 @@ pub(super) async fn serve(
             if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
                 return error(StatusCode::BAD_REQUEST, rejection.reason());
             }
-            answer(&publish_message(state, &from, &key, message).await)
+            let mut warn = |line: std::fmt::Arguments<'_>| state.log_limit.warn(line);
+            answer(&publish_message(state, &from, &key, message, &mut warn).await)
         }
         None => publish_json(state, &from, &body).await,
     }
@@ -89,7 +90,8 @@ async fn one(state: &RelayState, from: &Http, text: &str) -> Reply {
         Frame::Ignored(_) => Reply::Refused(NOT_AN_OBJECT.into()),
         Frame::Request(request) => match request.command {
             Ok(Command::Deliver { to, message }) => {
-                publish_message(state, from, &to, message).await
+                let mut warn = |line: std::fmt::Arguments<'_>| state.log_limit.warn(line);
+                publish_message(state, from, &to, message, &mut warn).await
             }
             Ok(Command::Register { .. }) => Reply::Refused(
                 "\"connected\" registers a WebSocket connection; it cannot be published".into(),

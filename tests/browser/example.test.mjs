@@ -33,6 +33,24 @@ try {
   sendJson('{"progress": 0.5, "stage": "render"}');
   await page.getByText('"progress": 0.5').waitFor(); // pretty-printed, one key per line
 
+  // A large message comes back whole: the relay writes it as fragments, Chromium joins them.
+  const whole = await page.evaluate(async (server) => {
+    const text = "notify €🙂 ".repeat(20000);
+    const ws = new WebSocket(server);
+    const received = [];
+    const done = new Promise((resolve, reject) => {
+      ws.onmessage = (event) => { received.push(event.data); if (received.length === 2) resolve(); };
+      ws.onerror = () => reject(new Error("websocket error"));
+    });
+    await new Promise((resolve) => { ws.onopen = resolve; });
+    ws.send(JSON.stringify({ recipient_uuid: "browser-large", message: "connected" }));
+    ws.send(JSON.stringify({ recipient_uuid: "browser-large", message: text }));
+    await done; // the greeting, then the message
+    ws.close();
+    return received[1] === text;
+  }, server);
+  assert.ok(whole, "a large message arrives whole in the browser");
+
   // Restart the relay: the page notices, reconnects with backoff, registers again.
   await stopRelay(relay);
   await page.waitForSelector('#state[data-state="reconnecting"]');

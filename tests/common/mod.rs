@@ -416,8 +416,33 @@ impl RelayProcess {
         }
     }
 
+    /// Waits (with the deadline) until `needle` occurs `count` times in the log.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.log_text().matches(needle).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} of {needle:?} in:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// The relay's resident memory (VmRSS of /proc/PID/status), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmRSS in /proc/PID/status")
     }
 }
 

@@ -1,0 +1,114 @@
+//! What a connection keeps after large messages, measured on the real binary's resident
+//! memory: after sending and receiving one 900 KiB message it is back to its idle cost,
+//! and an unfinished message costs about its own size, not twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{within, Client, RelayProcess, DEADLINE};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The message size of the issue's measurement.
+const LARGE: usize = 900 * 1024;
+/// Connections per test: enough that what each keeps dwarfs the allocator's noise.
+const CONNECTIONS: usize = 40;
+/// Round trips in flight at once.
+const AT_ONCE: usize = 8;
+/// What one connection may keep after its message, beyond its idle cost. Before the fix
+/// each kept about 1.8 MiB (the largest frame read and the largest frame written); an
+/// idle connection costs about 3 KiB.
+const KEPT_PER_CONNECTION: u64 = 32 * 1024;
+
+async fn registered_clients(relay: &RelayProcess, prefix: &str) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut client = Client::connect(&relay.url()).await;
+        client.register(&format!("{prefix}-{i}")).await;
+        clients.push(client);
+    }
+    clients
+}
+
+/// Waits until the relay's RSS is at most `limit`; returns the last value read.
+async fn rss_settles_below(relay: &RelayProcess, limit: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let rss = relay.rss_bytes();
+        if rss <= limit || tokio::time::Instant::now() >= deadline {
+            return rss;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_large_message_each_way_a_connection_is_back_to_its_idle_cost() {
+    let relay = RelayProcess::spawn(&[]);
+    let mut clients = registered_clients(&relay, "large").await;
+    let idle = relay.rss_bytes();
+
+    for (batch, chunk) in clients.chunks_mut(AT_ONCE).enumerate() {
+        let round_trips = chunk.iter_mut().enumerate().map(|(i, client)| async move {
+            let key = format!("large-{}", batch * AT_ONCE + i);
+            let message = "m".repeat(LARGE);
+            client
+                .send_json(json!({"recipient_uuid": key, "message": message}))
+                .await;
+            assert_eq!(client.recv_text().await.len(), LARGE);
+        });
+        futures_util::future::join_all(round_trips).await;
+    }
+    for client in &mut clients {
+        client.assert_alive().await;
+    }
+
+    let limit = idle + CONNECTIONS as u64 * KEPT_PER_CONNECTION;
+    let after = rss_settles_below(&relay, limit).await;
+    assert!(
+        after <= limit,
+        "after one {LARGE}-byte message each way, {CONNECTIONS} connections keep {} bytes \
+         each beyond their idle cost (RSS {idle} -> {after}); at most {KEPT_PER_CONNECTION} \
+         is allowed",
+        after.saturating_sub(idle) / CONNECTIONS as u64
+    );
+}
+
+#[tokio::test]
+async fn an_unfinished_message_costs_about_its_size() {
+    let relay = RelayProcess::spawn(&[]);
+    let mut clients = registered_clients(&relay, "partial").await;
+    let idle = relay.rss_bytes();
+
+    for client in &mut clients {
+        let first = Frame::message("p".repeat(LARGE), OpCode::Data(Data::Text), false);
+        within("first fragment", client.ws.send(Message::Frame(first)))
+            .await
+            .expect("send");
+        // Frames are handled in order: the Pong means the fragment has been read.
+        within("ping", client.ws.send(Message::Ping(Default::default())))
+            .await
+            .expect("send");
+        match within("pong", client.ws.next()).await {
+            Some(Ok(Message::Pong(_))) => {}
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+
+    let per_connection = (relay.rss_bytes().saturating_sub(idle)) / CONNECTIONS as u64;
+    // Before the fix the frame's read buffer stayed beside the message being assembled:
+    // about twice the size.
+    let most = LARGE as u64 * 14 / 10;
+    assert!(
+        per_connection <= most,
+        "an unfinished {LARGE}-byte message costs {per_connection} bytes (at most {most})"
+    );
+    assert!(
+        per_connection >= LARGE as u64 / 2,
+        "the unfinished messages are held, so they must show: {per_connection} bytes each"
+    );
+}
