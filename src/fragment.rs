@@ -18,10 +18,14 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 /// never grows past about two frames.
 pub const FRAGMENT_SIZE: usize = 16 * 1024;
 
-/// `text` as the frames to write: one text frame when it fits in [`FRAGMENT_SIZE`],
-/// otherwise a text frame and continuation frames, none larger than that.
+/// `text` as the messages to write: the text message itself when it fits in
+/// [`FRAGMENT_SIZE`], otherwise a text frame and continuation frames, none larger than
+/// that.
 pub fn frames(text: Utf8Bytes) -> Fragments {
-    Fragments {
+    if text.len() <= FRAGMENT_SIZE {
+        return Fragments::Whole(Some(text));
+    }
+    Fragments::Parts {
         payload: Bytes::from(text),
         at: 0,
         done: false,
@@ -30,37 +34,42 @@ pub fn frames(text: Utf8Bytes) -> Fragments {
 
 /// The frames of one text message; see [`frames`].
 #[derive(Debug)]
-pub struct Fragments {
-    /// The whole message (valid UTF-8), shared by every fragment.
-    payload: Bytes,
-    /// Where the next fragment starts.
-    at: usize,
-    /// The final frame has been produced.
-    done: bool,
+pub enum Fragments {
+    /// A message small enough for one frame (most of them): written as it is.
+    Whole(Option<Utf8Bytes>),
+    /// A large message, cut into fragments.
+    Parts {
+        /// The whole message (valid UTF-8), shared by every fragment.
+        payload: Bytes,
+        /// Where the next fragment starts.
+        at: usize,
+        /// The final frame has been produced.
+        done: bool,
+    },
 }
 
 impl Iterator for Fragments {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
-        if self.done {
+        let (payload, at, done) = match self {
+            Fragments::Whole(text) => return text.take().map(Message::Text),
+            Fragments::Parts { payload, at, done } => (payload, at, done),
+        };
+        if *done {
             return None;
         }
-        let len = self.payload.len();
-        let mut end = (self.at + FRAGMENT_SIZE).min(len);
+        let len = payload.len();
+        let mut end = (*at + FRAGMENT_SIZE).min(len);
         // Back up to a character boundary: UTF-8 continuation bytes are 0b10xxxxxx.
-        while end < len && end > self.at && self.payload[end] & 0xc0 == 0x80 {
+        while end < len && end > *at && payload[end] & 0xc0 == 0x80 {
             end -= 1;
         }
-        let opcode = if self.at == 0 {
-            Data::Text
-        } else {
-            Data::Continue
-        };
+        let opcode = if *at == 0 { Data::Text } else { Data::Continue };
         let is_final = end == len;
-        let piece = self.payload.slice(self.at..end);
-        self.at = end;
-        self.done = is_final;
+        let piece = payload.slice(*at..end);
+        *at = end;
+        *done = is_final;
         Some(Message::Frame(Frame::message(
             piece,
             OpCode::Data(opcode),
@@ -77,6 +86,7 @@ mod tests {
     fn split(text: &str) -> Vec<(OpCode, bool, String)> {
         frames(Utf8Bytes::from(text))
             .map(|message| match message {
+                Message::Text(text) => (TEXT, true, text.as_str().to_owned()),
                 Message::Frame(frame) => {
                     let header = frame.header().clone();
                     let payload = String::from_utf8(frame.into_payload().to_vec())

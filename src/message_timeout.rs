@@ -82,6 +82,18 @@ impl FrameTracker {
                     bytes = &bytes[n as usize..];
                     self.payload_left(left - n, ends_message);
                 }
+                Position::Header { have: 0 } if bytes.len() >= MAX_HEADER => {
+                    // The usual case, a whole header at hand: parse it in place.
+                    let mut cursor = Cursor::new(bytes);
+                    match FrameHeader::parse(&mut cursor) {
+                        Ok(Some((header, len))) => {
+                            bytes = &bytes[cursor.position() as usize..];
+                            started |= self.frame_started(&header, len);
+                        }
+                        // A whole header always parses; anything else is invalid.
+                        Ok(None) | Err(_) => self.lose(),
+                    }
+                }
                 Position::Header { have } => {
                     let have = usize::from(have);
                     let take = (MAX_HEADER - have).min(bytes.len());
@@ -92,16 +104,7 @@ impl FrameTracker {
                             // The header ended inside what was copied: the rest is payload.
                             let used = cursor.position() as usize - have;
                             bytes = &bytes[used..];
-                            let ends_message = match header.opcode {
-                                OpCode::Data(Data::Text | Data::Binary) => {
-                                    started |= !self.in_message;
-                                    self.in_message = true;
-                                    header.is_final
-                                }
-                                OpCode::Data(Data::Continue) => header.is_final,
-                                _ => false,
-                            };
-                            self.payload_left(len, ends_message);
+                            started |= self.frame_started(&header, len);
                         }
                         Ok(None) => {
                             bytes = &bytes[take..];
@@ -109,10 +112,7 @@ impl FrameTracker {
                                 have: (have + take) as u8,
                             };
                         }
-                        Err(_) => {
-                            self.position = Position::Lost;
-                            self.in_message = false;
-                        }
+                        Err(_) => self.lose(),
                     }
                 }
             }
@@ -122,6 +122,30 @@ impl FrameTracker {
             (true, true) => Open::Started,
             (true, false) => Open::Continuing,
         }
+    }
+
+    /// A frame with `header` and a payload of `len` bytes begins; true if it starts a
+    /// message.
+    fn frame_started(&mut self, header: &FrameHeader, len: u64) -> bool {
+        let mut started = false;
+        let ends_message = match header.opcode {
+            OpCode::Data(Data::Text | Data::Binary) => {
+                started = !self.in_message;
+                self.in_message = true;
+                header.is_final
+            }
+            OpCode::Data(Data::Continue) => header.is_final,
+            // Control frames (and reserved opcodes, which do not parse) end nothing.
+            _ => false,
+        };
+        self.payload_left(len, ends_message);
+        started
+    }
+
+    /// Gives up following an invalid stream.
+    fn lose(&mut self) {
+        self.position = Position::Lost;
+        self.in_message = false;
     }
 
     /// Moves on with `left` payload bytes to skip; at zero the frame is done.
