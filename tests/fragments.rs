@@ -197,7 +197,7 @@ async fn a_large_delivery_arrives_in_bounded_fragments_and_whole() {
 
 #[tokio::test]
 async fn frames_pipelined_behind_the_handshake_are_read() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_streams_off().await;
     let mut raw = tokio::net::TcpStream::connect(relay.addr)
         .await
         .expect("connect");

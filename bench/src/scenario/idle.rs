@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{close_all, delivery_frame, open_registered, sources_for, Context};
+use super::{close_all, delivery_frame, open_registered, sources_for, with_member, Context};
 use crate::report::Report;
 use crate::target::{send, Ws};
 
@@ -130,7 +130,10 @@ async fn round_trips(ctx: &Context, open: Vec<Ws>, size: usize) -> (Vec<Ws>, usi
             let _permit = gate.acquire_owned().await.map_err(io::Error::other)?;
             let register = serde_json::json!({"recipient_uuid": key, "message": "connected"});
             send(&mut ws, register.to_string()).await?;
-            send(&mut ws, delivery_frame(&key, i as u64, size)).await?;
+            // Ephemeral: a relay that keeps streams does not retain it, so what stays is
+            // what the connection itself keeps (others ignore the member).
+            let frame = with_member(delivery_frame(&key, i as u64, size), r#""ephemeral":true"#);
+            send(&mut ws, frame).await?;
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(text))) if text.len() == size => return Ok(ws),

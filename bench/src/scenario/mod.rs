@@ -180,6 +180,17 @@ pub fn delivery_frame(key: &str, seq: u64, size: usize) -> String {
     )
 }
 
+/// `frame` (a JSON object's text) with one more member, e.g. `"ephemeral":true`.
+pub fn with_member(mut frame: String, member: &str) -> String {
+    if frame.ends_with('}') {
+        frame.pop();
+        frame.push(',');
+        frame.push_str(member);
+        frame.push('}');
+    }
+    frame
+}
+
 /// Takes `n` window permits for the next send. When it has to wait, it first flushes
 /// `ws`: what is buffered there may be what the recipients need to free permits.
 /// False when `deadline` passed first.

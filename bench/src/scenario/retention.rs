@@ -8,7 +8,7 @@ use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{delivery_frame, Context, Progress};
+use super::{delivery_frame, with_member, Context, Progress};
 use crate::report::Report;
 use crate::target::{send, PROBE};
 
@@ -42,9 +42,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     while sent < p.messages && started.elapsed() < ctx.max_time {
         let mut frame = delivery_frame(&ctx.key(sent % keys), sent as u64, p.size);
         if let Some(name) = &p.collapse {
-            // The frame ends with `}`: add the member before it.
-            frame.pop();
-            frame.push_str(&format!(r#","collapse":{}}}"#, serde_json::json!(name)));
+            frame = with_member(frame, &format!(r#""collapse":{}"#, serde_json::json!(name)));
         }
         producer
             .feed(Message::text(frame))
