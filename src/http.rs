@@ -31,7 +31,7 @@ use hyper::service::Service;
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use log::{debug, error, warn};
+use log::{debug, error};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -255,11 +255,12 @@ impl Routes {
             .or_else(|| self.state.capacity.try_slot())
             .ok_or_else(|| {
                 self.state.metrics.connections_rejected.inc();
-                warn!(
+                // A client can ask again and again: within the shared log budget.
+                self.state.log_limit.warn(format_args!(
                     "refusing {}: {} connections is the limit",
                     self.remote,
                     self.state.capacity.limit()
-                );
+                ));
                 Box::new(text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Failed to open a WebSocket connection: too many connections.\n",
