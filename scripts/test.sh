@@ -36,9 +36,10 @@ if [ ! -d bench/peers/node_modules/ws ]; then
   (cd bench/peers && npm ci --omit=optional --silent --no-audit --no-fund)
 fi
 
-# playwright-core drives the system Chromium (it never downloads a browser).
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "installing: playwright-core (npm)"
+# playwright-core drives the system Chromium (it never downloads a browser); ws runs the
+# JS client under Node.
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/ws ]; then
+  echo "installing: playwright-core, ws (npm)"
   (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
