@@ -29,6 +29,13 @@ if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages 'websockets>=13'
 fi
 
+# pytest and the Python client library (clients/python, tests/python_client.rs), installed
+# the way its README says; a fresh install each run, so the installed copy is this tree's.
+echo "installing: pytest, ./clients/python (pip)"
+python3 -m pip install -q --disable-pip-version-check pytest ./clients/python 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --break-system-packages pytest ./clients/python
+python3 -c 'import notify_relay, pytest'
+
 # The Node ws relay of bench/peers, which tests/bench_compare.rs starts (--omit=optional
 # leaves out uWebSockets.js: the benchmark's own setup, `npm ci` there, installs it).
 if [ ! -d bench/peers/node_modules/ws ]; then
