@@ -22,6 +22,18 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# promtool (tests/observability.rs): Debian's prometheus package, unpacked into
+# target/tools rather than installed, so no Prometheus server is set up or started.
+if ! command -v promtool >/dev/null && [ ! -x target/tools/prometheus/usr/bin/promtool ]; then
+  echo "unpacking: promtool (apt-get download prometheus)"
+  mkdir -p target/tools/prometheus
+  (cd target/tools && { apt-get download -qq prometheus 2>/dev/null ||
+    { apt-get update -qq && apt-get download -qq prometheus; }; })
+  dpkg-deb --fsys-tarfile target/tools/prometheus_*.deb |
+    tar -x -C target/tools/prometheus ./usr/bin/promtool
+  rm -f target/tools/prometheus_*.deb
+fi
+
 # The Python websockets library (>= 13 for its asyncio client API).
 if ! python3 -c 'import websockets.asyncio.client' 2>/dev/null; then
   echo "installing: websockets (pip)"
