@@ -64,6 +64,13 @@ fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# cargo-deb (tests/debian_package.rs builds the .deb). Pinned: the test packages the dev
+# build it already has (--profile dev), which newer cargo-deb releases may refuse.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing: cargo-deb (cargo install, about 2 minutes)"
+  cargo install cargo-deb --locked --version 3.8.0 --quiet
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Tests of one package run binaries of another (the CLI, the relay): build them all first.
