@@ -135,6 +135,22 @@ fn the_deb_installs_the_daemon_unit_settings_user_and_docs_and_its_binary_serves
         format!("notify-relay {}", env!("CARGO_PKG_VERSION"))
     );
 
+    // /etc/default/notify-relay names only settings the packaged relay has.
+    let help = run(Command::new(&binary).arg("--help"));
+    let defaults =
+        std::fs::read_to_string(unpacked.join("etc/default/notify-relay")).expect("defaults");
+    let mut named = 0;
+    for line in defaults.lines() {
+        let setting = line.trim_start_matches(['#', ' ']);
+        if let Some((name, _)) = setting.split_once('=') {
+            if name.starts_with("NOTIFY_RELAY_") {
+                named += 1;
+                assert!(help.contains(&format!("env: {name}=")), "unknown {name}");
+            }
+        }
+    }
+    assert!(named >= 5, "{defaults}");
+
     // The packaged unit is the manual one, run as the package's user from its paths.
     let packaged_unit =
         std::fs::read_to_string(unpacked.join("usr/lib/systemd/system/notify-relay.service"))
