@@ -31,6 +31,8 @@ export interface NotifyRelayStatusDetail {
   replayed?: number;
   /** "open": the position this registration resumed from ("earliest", "latest" or a cursor). */
   since?: string;
+  /** "closed" because the relay refused the token ("unauthorized"): no reconnect follows. */
+  error?: string;
 }
 
 /** The relay's answer to a publish. */
@@ -62,7 +64,10 @@ export class NotifyRelay {
   onmessage: (data: unknown, cursor: string | null) => void;
   /** The relay no longer had the history before `cursor` (a restart, or evicted). */
   ongap: (cursor: string) => void;
-  /** "connecting" (first time and after every drop), "open" (registered), "closed" (close()). */
+  /**
+   * "connecting" (first time and after every drop), "open" (registered), "closed" (close(),
+   * or the relay refused the token: detail.error is "unauthorized").
+   */
   onstatus: (state: NotifyRelayState, detail: NotifyRelayStatusDetail) => void;
   /** Closes for good with code 1000; no reconnect follows. */
   close(): void;

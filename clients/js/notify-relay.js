@@ -23,6 +23,8 @@ const REGISTER_TIMEOUT_MS = 10000;
 const SEEN_CURSORS = 1024;
 /** The normal-closure code close() sends. */
 const NORMAL_CLOSURE = 1000;
+/** The registration error of a refused token (access control): not retried. */
+const UNAUTHORIZED = "unauthorized";
 /** Where a cursor is kept in `storage`: per relay and key. */
 const STORAGE_PREFIX = "notify-relay:cursor:";
 
@@ -74,6 +76,10 @@ export class NotifyRelay {
 
   /** Closes for good: Close 1000, no reconnect, status "closed". */
   close() {
+    this._finish({});
+  }
+
+  _finish(detail) {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._retryTimer);
@@ -87,7 +93,7 @@ export class NotifyRelay {
         /* already closing */
       }
     }
-    this._status("closed", {});
+    this._status("closed", detail);
   }
 
   /**
@@ -176,7 +182,7 @@ export class NotifyRelay {
         // The relay's greeting: register now (the original server expects it first).
         greeted = true;
         const frame = { id: registrationId, recipient_uuid: this.key, message: "connected", since };
-        if (this._token !== undefined) frame.token = this._token;
+        if (this._token != null) frame.token = this._token;
         socket.send(JSON.stringify(frame));
         return;
       }
@@ -185,7 +191,12 @@ export class NotifyRelay {
         if (reply && typeof reply === "object" && reply.id === registrationId && "ok" in reply) {
           clearTimeout(this._registerTimer);
           if (reply.ok !== true) {
-            socket.close(NORMAL_CLOSURE); // refused (e.g. a token): try again later
+            if (reply.error === UNAUTHORIZED) {
+              // The token was refused: trying it again cannot help. Final, like close().
+              this._finish({ error: reply.error });
+            } else {
+              socket.close(NORMAL_CLOSURE); // refused for now: try again later
+            }
             return;
           }
           registered = true;

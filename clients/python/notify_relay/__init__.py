@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Dict, Optional
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-__all__ = ["Message", "PublishError", "publish", "listen"]
+__all__ = ["Message", "PublishError", "RegistrationRefused", "publish", "listen"]
 
 #: The first reconnect waits about this long (seconds); each further attempt doubles it.
 FIRST_RETRY_S = 0.5
@@ -40,6 +40,8 @@ REGISTER_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: How many recent cursors are remembered to drop a message yielded already.
 SEEN_CURSORS = 1024
+#: The registration error of a refused token (access control): not retried.
+UNAUTHORIZED = "unauthorized"
 #: How long an HTTP publish may take (seconds).
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -73,6 +75,18 @@ class PublishError(Exception):
         self.status = status
         self.error = error
         self.reply = reply
+
+
+class RegistrationRefused(Exception):
+    """The relay refused the token of a ``listen`` (``error`` is ``"unauthorized"``).
+
+    Retrying with the same token cannot help, so ``listen`` raises this instead of
+    reconnecting; start a new ``listen`` with a fresh token.
+    """
+
+    def __init__(self, error: str):
+        super().__init__(f"notify-relay refused the registration: {error}")
+        self.error = error
 
 
 def publish(
@@ -131,7 +145,8 @@ async def listen(
     the registration frame (access control). After a drop it reconnects with exponential
     backoff and jitter (capped at ``MAX_RETRY_S``) and resumes from the last cursor; a gap
     is yielded as ``Message(data=None, cursor=..., gap=True)``. Cancel the iterating task
-    to stop: the connection closes with code 1000.
+    to stop: the connection closes with code 1000. A refused token raises
+    :class:`RegistrationRefused`; any other refusal is retried like a drop.
     """
     position = since
     seen: "OrderedDict[str, None]" = OrderedDict()
@@ -195,7 +210,10 @@ async def _register(
     if not isinstance(reply, dict) or reply.get("id") != registration_id:
         raise _Refused(f"unexpected registration answer: {reply_text!r}")
     if reply.get("ok") is not True:
-        raise _Refused(str(reply.get("error")))
+        error = str(reply.get("error"))
+        if error == UNAUTHORIZED:
+            raise RegistrationRefused(error)
+        raise _Refused(error)
     return "replayed" in reply
 
 
