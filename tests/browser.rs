@@ -1,7 +1,8 @@
 //! The example pages in a real headless Chromium (Debian's), driven by the scripts in
 //! tests/browser through playwright-core, against the real relay and notify-relay-client
-//! binaries: examples/example.html (WebSocket) and examples/events.html (EventSource).
-//! scripts/test.sh installs chromium and playwright-core.
+//! binaries: examples/example.html (on the JS client, clients/js) and examples/events.html
+//! (EventSource); and the JS client under Node with the `ws` package.
+//! scripts/test.sh installs chromium, playwright-core and ws.
 
 mod common;
 
@@ -13,8 +14,9 @@ fn run_browser_script(script: &str, page: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tests = root.join("tests/browser");
     assert!(
-        tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run scripts/test.sh (or npm install in tests/browser)"
+        tests.join("node_modules/playwright-core").exists()
+            && tests.join("node_modules/ws").exists(),
+        "playwright-core or ws is not installed: run scripts/test.sh (or npm ci in tests/browser)"
     );
     let screenshot = root.join(format!("target/browser-{script}.png"));
     let output = Command::new("node")
@@ -25,6 +27,7 @@ fn run_browser_script(script: &str, page: &str) {
             "CLIENT_BIN",
             common::workspace_binary("notify-relay-client"),
         )
+        .env("ROOT", root)
         .env("PAGE", root.join(page))
         .env("SCREENSHOT", &screenshot)
         .output()
@@ -38,11 +41,16 @@ fn run_browser_script(script: &str, page: &str) {
 }
 
 #[test]
-fn example_page_receives_notifications_and_survives_a_relay_restart() {
+fn example_page_receives_notifications_resumes_and_retries_with_backoff() {
     run_browser_script("example.test.mjs", "examples/example.html");
 }
 
 #[test]
 fn events_page_receives_through_eventsource_and_resumes_after_a_reload() {
     run_browser_script("events.test.mjs", "examples/events.html");
+}
+
+#[test]
+fn js_client_under_node_publishes_resumes_and_reports_gaps() {
+    run_browser_script("node.test.mjs", "clients/js/notify-relay.js");
 }

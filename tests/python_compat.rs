@@ -17,6 +17,19 @@ fn example(name: &str) -> String {
     format!("{}/examples/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// python3 able to import this tree's notify_relay (clients/python), whether or not
+/// `pip install ./clients/python` ran: the examples built on it test this tree's copy.
+fn python_with_client() -> Command {
+    let mut command = Command::new(PYTHON);
+    command
+        .env(
+            "PYTHONPATH",
+            format!("{}/clients/python", env!("CARGO_MANIFEST_DIR")),
+        )
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command
+}
+
 /// Reads a child's stdout lines into a channel, so waits can have a deadline.
 fn lines_of(stdout: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -138,7 +151,7 @@ fn python_websockets_producer_and_listener_talk_through_the_relay() {
 
 /// Runs examples/python/publish_http.py; its exit code.
 fn publish_http(relay: &RelayProcess, key: &str, message: &str) -> Option<i32> {
-    Command::new(PYTHON)
+    python_with_client()
         .args([
             &example("publish_http.py"),
             key,
@@ -157,7 +170,7 @@ fn http_publisher_and_resuming_listener_lose_nothing_across_a_relay_restart() {
     let mut relay = RelayProcess::spawn(&[]);
     let port = relay.addr.port().to_string();
     let mut listener = KillOnDrop::new(
-        Command::new(PYTHON)
+        python_with_client()
             .args([
                 &example("resuming_listener.py"),
                 "job-py",

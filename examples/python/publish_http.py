@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Publish a notification over plain HTTP, with the standard library alone: no WebSocket,
-no dependency. What a web app or a task queue worker writes.
+"""Publish a notification over plain HTTP with the notify_relay client library (whose
+publish uses the standard library alone: no WebSocket). What a web app or a task queue
+worker writes. Install the library with `pip install ./clients/python`.
 
     python publish_http.py <uuid> "message" [--url http://127.0.0.1:8765] [--json]
+                                            [--token TOKEN]
 
 Exits 0 when delivered, 6 when nobody is connected now and the relay keeps the message
 for the next registration, 3 when nobody is registered and nothing was kept, 1 when the
@@ -11,29 +13,8 @@ relay refuses it (the exit codes of notify-relay-client).
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
-
-def publish(base_url: str, key: str, message, timeout: float = 10.0) -> dict:
-    """POST /publish/<key> and return the relay's answer, e.g.
-    {"ok": true, "delivered": 1, "buffered": false, "cursor": "..."}.
-    A str is sent as text; anything else as JSON."""
-    if isinstance(message, str):
-        body, content_type = message.encode(), "text/plain; charset=utf-8"
-    else:
-        body, content_type = json.dumps(message).encode(), "application/json"
-    url = f"{base_url.rstrip('/')}/publish/{urllib.parse.quote(key, safe='')}"
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": content_type}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as error:
-        # 400, 413, 415, 503 answer {"ok": false, "error": "..."} too.
-        return json.load(error)
+import notify_relay
 
 
 def main() -> int:
@@ -42,11 +23,13 @@ def main() -> int:
     parser.add_argument("message")
     parser.add_argument("--url", default="http://127.0.0.1:8765")
     parser.add_argument("--json", action="store_true", help="send MESSAGE as a JSON value")
+    parser.add_argument("--token", help="access token (Authorization: Bearer)")
     args = parser.parse_args()
     message = json.loads(args.message) if args.json else args.message
-    reply = publish(args.url, args.uuid, message)
-    if not reply.get("ok"):
-        print(f"rejected: {reply.get('error')}", file=sys.stderr)
+    try:
+        reply = notify_relay.publish(args.url, args.uuid, message, token=args.token)
+    except notify_relay.PublishError as error:
+        print(error, file=sys.stderr)
         return 1
     if reply["delivered"] > 0:
         print(f"delivered to {reply['delivered']} connection(s)")

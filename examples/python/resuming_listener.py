@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
-"""Receive the notifications sent to a UUID and lose none across reconnects: register
-with "since" (the cursor of the last message received), so after a drop or a relay
-restart the relay hands over what was missed, in order, before live messages.
+"""Receive the notifications sent to a UUID and lose none across reconnects, with the
+notify_relay client library (`pip install ./clients/python`): it registers with "since"
+(the cursor of the last message received), so after a drop or a relay restart the relay
+hands over what was missed, in order, before live messages; it reconnects by itself.
 
     python resuming_listener.py <uuid> [--url ws://127.0.0.1:8765/] [--since earliest]
-                                       [--count N]
+                                       [--count N] [--token TOKEN]
 
 Prints each message on its own line; a gap (history the relay no longer had) goes to
-stderr. Keep the cursor somewhere durable (a file, a database) to resume across process
-restarts too.
+stderr. Keep m.cursor somewhere durable (a file, a database) and pass it as --since to
+resume across process restarts too.
 """
 import argparse
 import asyncio
 import json
 import sys
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+import notify_relay
 
 
 async def main() -> int:
@@ -25,38 +25,18 @@ async def main() -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8765/")
     parser.add_argument("--since", default="earliest", help="earliest, latest or a cursor")
     parser.add_argument("--count", type=int, default=0, help="exit after N messages")
+    parser.add_argument("--token", help="access token (sent with the registration)")
     args = parser.parse_args()
 
-    since = args.since
     received = 0
-    # Iterating over connect() reconnects with exponential backoff after a drop.
-    async for ws in connect(args.url):
-        try:
-            await ws.recv()  # the greeting
-            await ws.send(json.dumps({
-                "id": "register", "recipient_uuid": args.uuid,
-                "message": "connected", "since": since,
-            }))
-            async for frame in ws:
-                envelope = json.loads(frame)
-                if envelope.get("id") == "register":
-                    print(f"registered; {envelope.get('replayed', 0)} missed message(s) follow",
-                          file=sys.stderr, flush=True)
-                    continue
-                if envelope.get("gap"):
-                    print("gap: the relay no longer had some messages", file=sys.stderr, flush=True)
-                    since = envelope["cursor"]
-                    continue
-                message = envelope["message"]
-                print(message if isinstance(message, str) else json.dumps(message), flush=True)
-                if "cursor" in envelope:  # ephemeral messages have none
-                    since = envelope["cursor"]
-                received += 1
-                if args.count and received >= args.count:
-                    return 0
-        except ConnectionClosed:
-            print("connection lost; resuming", file=sys.stderr, flush=True)
+    async for m in notify_relay.listen(args.url, args.uuid, since=args.since, token=args.token):
+        if m.gap:
+            print("gap: the relay no longer had some messages", file=sys.stderr, flush=True)
             continue
+        print(m.data if isinstance(m.data, str) else json.dumps(m.data), flush=True)
+        received += 1
+        if args.count and received >= args.count:
+            return 0
     return 1
 
 

@@ -1,8 +1,12 @@
-// What the browser tests share: Chromium's path and flags, a free port, and the real
-// relay started and drained.
+// What the browser tests share: Chromium's path and flags, a free port, the real relay
+// started and drained, and a static file server for the pages (module imports are
+// blocked from file://).
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { readFile } from "node:fs/promises";
 import { once } from "node:events";
+import { extname, resolve, sep } from "node:path";
 import assert from "node:assert/strict";
 
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -53,4 +57,43 @@ export async function eventually(what, condition) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+const CONTENT_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+};
+
+/**
+ * Serves the files under `root` on 127.0.0.1 (a free port) for GET; resolves with the
+ * server and its base URL. Nothing outside `root` is served.
+ */
+export async function serveFiles(root) {
+  const base = resolve(root);
+  const server = createHttpServer(async (request, response) => {
+    const path = resolve(base, "." + decodeURIComponent(new URL(request.url, "http://x").pathname));
+    if (request.method !== "GET" || !path.startsWith(base + sep)) {
+      response.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(path);
+      const type = CONTENT_TYPES[extname(path)] || "application/octet-stream";
+      response.writeHead(200, { "Content-Type": type, "Cache-Control": "no-store" }).end(body);
+    } catch (_) {
+      response.writeHead(404).end();
+    }
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return { server, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** Stops a server of serveFiles, cutting keep-alive connections. */
+export async function stopServing(server) {
+  server.closeAllConnections();
+  server.close();
+  await once(server, "close");
 }

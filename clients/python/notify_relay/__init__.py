@@ -1,0 +1,236 @@
+"""Python client of notify-relay: publish over HTTP, listen over WebSocket with resume.
+
+    import notify_relay
+
+    reply = notify_relay.publish("http://127.0.0.1:8765", key, "50% done")
+    async for m in notify_relay.listen("ws://127.0.0.1:8765/", key, since="earliest"):
+        print(m.data, m.cursor, m.gap)
+
+``listen`` registers resumably (``since``), keeps the cursor of every message it yields,
+reconnects with capped exponential backoff and jitter after any drop, resumes from the
+last cursor (reporting a gap when the relay no longer had some history) and never yields
+a message twice. Cancelling the task that iterates it closes the connection cleanly
+(Close 1000). The contract is docs/PROTOCOL.md of notify-relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Dict, Optional
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+__all__ = ["Message", "PublishError", "RegistrationRefused", "publish", "listen"]
+
+#: The first reconnect waits about this long (seconds); each further attempt doubles it.
+FIRST_RETRY_S = 0.5
+#: No reconnect waits longer than this (seconds).
+MAX_RETRY_S = 30.0
+#: How long the greeting and the registration reply may take (seconds).
+REGISTER_TIMEOUT_S = 10.0
+#: Largest frame accepted from the relay: its largest message plus the envelope.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: How many recent cursors are remembered to drop a message yielded already.
+SEEN_CURSORS = 1024
+#: The registration error of a refused token (access control): not retried.
+UNAUTHORIZED = "unauthorized"
+#: How long an HTTP publish may take (seconds).
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """One thing ``listen`` yields.
+
+    ``data`` is the message: a ``str`` or the JSON value that was published (``None`` on a
+    gap). ``cursor`` is its position, to store and pass back as ``since`` (``None`` for an
+    ephemeral message, which has none, and with a relay whose streams are off). ``gap`` is
+    ``True`` on a gap marker: the relay no longer had the history before ``cursor``.
+    """
+
+    data: Any
+    cursor: Optional[str]
+    gap: bool = False
+    ephemeral: bool = False
+
+
+class PublishError(Exception):
+    """The relay refused a publish, or could not be reached.
+
+    ``status`` is the HTTP status (``None`` when there was no answer), ``error`` the
+    relay's reason (e.g. ``"recipient_uuid is too long"``), ``reply`` its parsed answer.
+    """
+
+    def __init__(self, status: Optional[int], error: str, reply: Optional[Dict[str, Any]] = None):
+        where = f"HTTP {status}" if status is not None else "no answer"
+        super().__init__(f"notify-relay refused the message ({where}): {error}")
+        self.status = status
+        self.error = error
+        self.reply = reply
+
+
+class RegistrationRefused(Exception):
+    """The relay refused the token of a ``listen`` (``error`` is ``"unauthorized"``).
+
+    Retrying with the same token cannot help, so ``listen`` raises this instead of
+    reconnecting; start a new ``listen`` with a fresh token.
+    """
+
+    def __init__(self, error: str):
+        super().__init__(f"notify-relay refused the registration: {error}")
+        self.error = error
+
+
+def publish(
+    url: str,
+    key: str,
+    message: Any,
+    token: Optional[str] = None,
+    *,
+    timeout: float = PUBLISH_TIMEOUT_S,
+) -> Dict[str, Any]:
+    """Publish ``message`` to ``key`` with ``POST <url>/publish/<key>`` (standard library).
+
+    A ``str`` is sent as text, any other value as JSON. ``token`` goes in an
+    ``Authorization: Bearer`` header (access control). Returns the relay's answer, e.g.
+    ``{"ok": True, "delivered": 1, "buffered": False, "cursor": "..."}``: ``delivered`` is
+    how many live connections got it, ``buffered`` whether it was kept for the next
+    registration. Raises :class:`PublishError` on an error status or reply, or when the
+    relay cannot be reached.
+    """
+    if isinstance(message, str):
+        body, content_type = message.encode(), "text/plain; charset=utf-8"
+    else:
+        body, content_type = json.dumps(message).encode(), "application/json"
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    target = f"{url.rstrip('/')}/publish/{urllib.parse.quote(key, safe='')}"
+    request = urllib.request.Request(target, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, text = response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as error:
+        raise PublishError(None, str(getattr(error, "reason", error))) from error
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        raise PublishError(status, text.strip() or "an answer that is not JSON") from None
+    if status != 200 or not isinstance(reply, dict) or reply.get("ok") is not True:
+        reason = reply.get("error", text) if isinstance(reply, dict) else text
+        raise PublishError(status, str(reason), reply if isinstance(reply, dict) else None)
+    return reply
+
+
+async def listen(
+    url: str,
+    key: str,
+    since: str = "earliest",
+    token: Optional[str] = None,
+) -> AsyncIterator[Message]:
+    """Yield every message sent to ``key``, resuming across drops, until cancelled.
+
+    ``since`` is where to start: ``"earliest"`` (everything the relay retains),
+    ``"latest"`` (only new messages) or a cursor a previous run stored. ``token`` goes in
+    the registration frame (access control). After a drop it reconnects with exponential
+    backoff and jitter (capped at ``MAX_RETRY_S``) and resumes from the last cursor; a gap
+    is yielded as ``Message(data=None, cursor=..., gap=True)``. Cancel the iterating task
+    to stop: the connection closes with code 1000. A refused token raises
+    :class:`RegistrationRefused`; any other refusal is retried like a drop.
+    """
+    position = since
+    seen: "OrderedDict[str, None]" = OrderedDict()
+    attempt = 0
+    while True:
+        try:
+            async with connect(url, max_size=MAX_FRAME_BYTES) as ws:
+                enveloped = await _register(ws, key, position, token, attempt)
+                attempt = 0
+                async for frame in ws:
+                    if not isinstance(frame, str):
+                        continue
+                    if not enveloped:
+                        yield Message(data=frame, cursor=None)
+                        continue
+                    message = _envelope(frame)
+                    if message is None:
+                        continue
+                    if message.cursor is not None and not message.ephemeral:
+                        if message.cursor in seen:
+                            continue
+                        seen[message.cursor] = None
+                        if len(seen) > SEEN_CURSORS:
+                            seen.popitem(last=False)
+                        position = message.cursor
+                    yield message
+        except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError, _Refused):
+            pass  # dropped, refused or unreachable: try again after a while
+        except InvalidURI:
+            raise
+        # Exponential backoff with jitter, so a restarted relay is not hit by all at once.
+        ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
+        attempt += 1
+        await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
+
+
+class _Refused(Exception):
+    """The relay answered the registration with ok: false."""
+
+
+async def _register(
+    ws: ClientConnection, key: str, since: str, token: Optional[str], attempt: int
+) -> bool:
+    """Registers after the greeting; True when the relay sends envelopes (streams on)."""
+    registration_id = f"notify-relay-py-{attempt}"
+    await asyncio.wait_for(ws.recv(), REGISTER_TIMEOUT_S)  # the greeting
+    frame: Dict[str, Any] = {
+        "id": registration_id,
+        "recipient_uuid": key,
+        "message": "connected",
+        "since": since,
+    }
+    if token is not None:
+        frame["token"] = token
+    await ws.send(json.dumps(frame))
+    reply_text = await asyncio.wait_for(ws.recv(), REGISTER_TIMEOUT_S)
+    try:
+        reply = json.loads(reply_text)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or reply.get("id") != registration_id:
+        raise _Refused(f"unexpected registration answer: {reply_text!r}")
+    if reply.get("ok") is not True:
+        error = str(reply.get("error"))
+        if error == UNAUTHORIZED:
+            raise RegistrationRefused(error)
+        raise _Refused(error)
+    return "replayed" in reply
+
+
+def _envelope(frame: str) -> Optional[Message]:
+    """The message an envelope carries, or None for a frame that is not one."""
+    try:
+        value = json.loads(frame)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    if value.get("gap") is True and isinstance(value.get("cursor"), str):
+        return Message(data=None, cursor=value["cursor"], gap=True)
+    if "message" not in value:
+        return None
+    if value.get("ephemeral") is True:
+        return Message(data=value["message"], cursor=None, ephemeral=True)
+    if not isinstance(value.get("cursor"), str):
+        return None
+    return Message(data=value["message"], cursor=value["cursor"])

@@ -1,0 +1,117 @@
+"""notify_relay against the real relay: publish outcomes and refusals, listen in order
+with cursors, through a relay restart (a gap, then live messages, nothing doubled), and
+cancellation that closes cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, List
+
+import pytest
+
+import notify_relay
+from conftest import DEADLINE_S, Relay, eventually, free_port
+
+CLIENT_CLOSES = 'notify_relay_connections_closed_total{reason="client_close"}'
+
+
+async def next_message(messages: AsyncIterator[notify_relay.Message]) -> notify_relay.Message:
+    return await asyncio.wait_for(messages.__anext__(), DEADLINE_S)
+
+
+async def until_connected(relay: Relay, key: str, count: int = 1) -> None:
+    """Waits (without blocking the loop) until ``count`` connections are under ``key``."""
+    await asyncio.to_thread(eventually, f"{count} connection(s) on {key}",
+                            lambda: relay.connections(key) == count)
+
+
+def test_publish_outcomes(relay: Relay) -> None:
+    kept = notify_relay.publish(relay.http, "job-1", "50%", token="unused-until-access-control")
+    assert kept["ok"] is True
+    assert kept["delivered"] == 0
+    assert kept["buffered"] is True
+    assert kept["cursor"]
+
+    async def delivered() -> None:
+        messages = notify_relay.listen(relay.ws, "job-1", since="earliest")
+        first = await next_message(messages)
+        assert (first.data, first.cursor, first.gap) == ("50%", kept["cursor"], False)
+        reply = await asyncio.to_thread(notify_relay.publish, relay.http, "job-1", {"done": True})
+        assert reply["delivered"] == 1
+        assert reply["buffered"] is False
+        live = await next_message(messages)
+        assert live.data == {"done": True}
+        assert live.cursor == reply["cursor"]
+        await messages.aclose()
+
+    asyncio.run(delivered())
+
+    with pytest.raises(notify_relay.PublishError) as refused:
+        notify_relay.publish(relay.http, "k" * 300, "a key over --max-key-length")
+    assert refused.value.status == 400
+    assert refused.value.error == "recipient_uuid is too long"
+    assert "too long" in str(refused.value)
+
+
+def test_publish_to_no_relay_raises() -> None:
+    with pytest.raises(notify_relay.PublishError) as unreachable:
+        notify_relay.publish(f"http://127.0.0.1:{free_port()}", "k", "nobody listens")
+    assert unreachable.value.status is None
+
+
+def test_listen_resumes_through_a_relay_restart(relay: Relay) -> None:
+    async def scenario() -> List[notify_relay.Message]:
+        messages = notify_relay.listen(relay.ws, "job-2", since="earliest")
+        seen: List[notify_relay.Message] = []
+        first = asyncio.ensure_future(next_message(messages))
+        await until_connected(relay, "job-2")
+        await asyncio.to_thread(notify_relay.publish, relay.http, "job-2", "before")
+        seen.append(await first)
+        await asyncio.to_thread(relay.stop)
+        await asyncio.to_thread(relay.start)
+        gap = await next_message(messages)
+        seen.append(gap)
+        reply = await asyncio.to_thread(notify_relay.publish, relay.http, "job-2", "after")
+        assert reply["delivered"] == 1, "the listener is back on the new relay"
+        seen.append(await next_message(messages))
+        await messages.aclose()
+        return seen
+
+    before, gap, after = asyncio.run(scenario())
+    assert (before.data, before.gap) == ("before", False)
+    assert gap.gap is True and gap.data is None and gap.cursor
+    assert (after.data, after.gap) == ("after", False)
+    assert len({before.cursor, gap.cursor, after.cursor}) == 3, "nothing handed over twice"
+
+
+def test_listen_resumes_from_a_stored_cursor(relay: Relay) -> None:
+    first = notify_relay.publish(relay.http, "job-3", "one")
+    notify_relay.publish(relay.http, "job-3", "two")
+    notify_relay.publish(relay.http, "job-3", "three")
+
+    async def resume() -> List[str]:
+        messages = notify_relay.listen(relay.ws, "job-3", since=first["cursor"])
+        got = [(await next_message(messages)).data for _ in range(2)]
+        await messages.aclose()
+        return got
+
+    assert asyncio.run(resume()) == ["two", "three"]
+
+
+def test_cancellation_closes_cleanly(relay: Relay) -> None:
+    closes_before = relay.metric(CLIENT_CLOSES)
+
+    async def listen_then_cancel() -> None:
+        async def consume() -> None:
+            async for _ in notify_relay.listen(relay.ws, "job-4", since="latest"):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await until_connected(relay, "job-4")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(listen_then_cancel())
+    eventually("the relay counts a client close", lambda: relay.metric(CLIENT_CLOSES) == closes_before + 1)
+    assert relay.connections("job-4") == 0
