@@ -199,7 +199,9 @@ impl Connection {
         match message {
             Message::Text(text) => {
                 self.state.metrics.frames_received.inc();
-                self.on_text(&text).await;
+                // Boxed: handling a frame awaits the engine, and that state would
+                // otherwise be part of every connection's task, idle or not.
+                Box::pin(self.on_text(&text)).await;
                 Ok(())
             }
             Message::Binary(data) => {
