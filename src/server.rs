@@ -42,7 +42,7 @@ impl Server {
         let listener = TcpListener::from_std(listen(&config)?)?;
         Ok(Self {
             listener,
-            state: Arc::new(RelayState::new(config)),
+            state: Arc::new(RelayState::new(config)?),
         })
     }
 

@@ -2,11 +2,13 @@
 //!
 //! Connection and HTTP code publish, subscribe and ask for presence through the
 //! [`Engine`] trait and never know which engine serves them. The embedded [`MemoryEngine`]
-//! keeps everything in this process; a cluster engine (Redis) implements the same trait.
+//! keeps everything in this process; the [`RedisEngine`] makes every relay on one Redis one
+//! key space.
 //! An engine call returns an [`EngineFuture`]: ready at once for the memory engine (no
 //! allocation on the hot path), a boxed future for an engine that must ask the network.
 
 pub mod memory;
+pub mod redis;
 pub mod stream;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::registry::{Peer, PeerId};
 
+pub use self::redis::RedisEngine;
 pub use memory::MemoryEngine;
 pub use stream::{Eviction, Since};
 

@@ -685,3 +685,105 @@ fn live_processes() -> impl Iterator<Item = u32> {
         .flatten()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
+
+/// A real `redis-server` on 127.0.0.1 with a free port, no persistence, in a temporary
+/// directory; killed when dropped (resumed first if paused).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<KillOnDrop>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on the same port, with nothing in it.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs redis-server)");
+        self.child = Some(KillOnDrop::new(child));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (its data is gone).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// SIGSTOP or SIGCONT: a paused Redis keeps its connections open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Runs `redis-cli` against it and returns its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    /// A paused server is resumed, so that the kill that follows is not held up.
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+/// Waits until `GET /readyz` answers `status`.
+pub async fn wait_readyz(addr: SocketAddr, status: u16) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (got, _, body) = http_request(addr, "GET", "/readyz").await;
+        if got == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz answered {got} ({body}), not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
