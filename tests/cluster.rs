@@ -180,3 +180,173 @@ async fn pending_and_resumption_work_on_another_relay_than_the_one_left() {
     assert_eq!(sender.deliver("feed", json!("live")).await, 1);
     assert_eq!(back.recv_json().await["message"], "live");
 }
+
+/// A relay killed with -9 never says goodbye: its connections stop counting once its
+/// presence lease runs out (15 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_relay_stops_counting_within_the_lease() {
+    let redis = RedisServer::start();
+    let mut doomed = relay(&redis, &[]).await;
+    let survivor = relay(&redis, &[]).await;
+    let mut tab = Client::connect(&doomed.url()).await;
+    tab.register("lease").await;
+    let mut other = Client::connect(&survivor.url()).await;
+    other.register("lease").await;
+    assert_eq!(presence(survivor.addr, "lease").await, 2);
+    doomed.signal("KILL");
+    doomed.wait_exit(common::DEADLINE);
+    let killed = std::time::Instant::now();
+    presence_becomes(survivor.addr, "lease", 1, Duration::from_secs(20)).await;
+    assert!(
+        killed.elapsed() <= Duration::from_secs(16),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(other.deliver("lease", json!("still here")).await, 1);
+    assert_eq!(other.recv_text().await, "still here");
+}
+
+/// Redis killed and started again (empty) while traffic flows: the relays keep serving
+/// their own connections, say they are not ready and that sends cannot complete, then
+/// subscribe again by themselves; resumable connections get a gap (Redis lost the
+/// history), and every message acknowledged before and after reaches its connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_mid_traffic() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (relay(&redis, &[]).await, relay(&redis, &[]).await);
+    let mut plain = Client::connect(&a.url()).await;
+    plain.register("k").await;
+    let mut resumable = Client::connect(&a.url()).await;
+    resume(&mut resumable, "k", "latest").await;
+    let mut sender = Client::connect(&b.url()).await;
+    for i in 0..20 {
+        assert_eq!(sender.deliver("k", json!(format!("before {i}"))).await, 2);
+    }
+    for i in 0..20 {
+        assert_eq!(plain.recv_text().await, format!("before {i}"));
+        assert_eq!(
+            resumable.recv_json().await["message"],
+            format!("before {i}")
+        );
+    }
+
+    redis.stop();
+    wait_readyz(a.addr, 503).await;
+    wait_readyz(b.addr, 503).await;
+    let (status, _, _) = http_request(a.addr, "GET", "/healthz").await;
+    assert_eq!(status, 200, "liveness is not readiness");
+    let reply = sender
+        .request(json!({"recipient_uuid": "k", "message": "lost"}))
+        .await;
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"], "cluster unavailable", "{reply}");
+    let (status, answer) = publish(b.addr, "k", "lost too").await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (503, &json!("cluster unavailable"))
+    );
+    // The relay keeps serving its own connections.
+    let mut local = Client::connect(&a.url()).await;
+    let reply = local
+        .request(json!({"recipient_uuid": "k", "message": "local only"}))
+        .await;
+    assert_eq!(reply["error"], "cluster unavailable", "{reply}");
+    assert_eq!(plain.recv_text().await, "local only");
+    assert_eq!(resumable.recv_json().await["ephemeral"], true);
+    let (_, _, metrics) = http_request(b.addr, "GET", "/metrics").await;
+    assert_eq!(common::metric(&metrics, "notify_relay_cluster_ready"), 0.0);
+    assert!(
+        common::metric(
+            &metrics,
+            "notify_relay_messages_dropped_total{reason=\"cluster_unavailable\"}"
+        ) >= 2.0
+    );
+
+    redis.restart();
+    wait_readyz(a.addr, 200).await;
+    wait_readyz(b.addr, 200).await;
+    // Redis lost the stream: the resumable connection is told, not left with a hole.
+    let gap = resumable.recv_json().await;
+    assert_eq!(gap["gap"], true, "{gap}");
+    // Presence is back (written again on reconnection), and so is delivery.
+    assert_eq!(presence(b.addr, "k").await, 2);
+    for i in 0..20 {
+        assert_eq!(sender.deliver("k", json!(format!("after {i}"))).await, 2);
+    }
+    for i in 0..20 {
+        assert_eq!(plain.recv_text().await, format!("after {i}"));
+        assert_eq!(resumable.recv_json().await["message"], format!("after {i}"));
+    }
+    let (_, _, metrics) = http_request(a.addr, "GET", "/metrics").await;
+    assert_eq!(common::metric(&metrics, "notify_relay_cluster_ready"), 1.0);
+    assert!(common::metric(&metrics, "notify_relay_cluster_reconnects_total") >= 1.0);
+}
+
+/// Redis paused (SIGSTOP) past the timeouts: its connections stay open and it answers
+/// nothing. The relays notice through their probes (not ready within 10 s), sends fail
+/// within a bounded time, and after SIGCONT they are ready again with nothing lost: the
+/// resumable connection gets no gap, since the history is intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_paused_past_the_timeouts() {
+    let redis = RedisServer::start();
+    let (a, b) = (relay(&redis, &[]).await, relay(&redis, &[]).await);
+    let mut resumable = Client::connect(&a.url()).await;
+    resume(&mut resumable, "p", "latest").await;
+    let mut sender = Client::connect(&b.url()).await;
+    assert_eq!(sender.deliver("p", json!("before")).await, 1);
+    assert_eq!(resumable.recv_json().await["message"], "before");
+
+    redis.signal("STOP");
+    let paused = std::time::Instant::now();
+    wait_readyz(a.addr, 503).await;
+    assert!(
+        paused.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        paused.elapsed()
+    );
+    let reply = within(
+        "a send while Redis is paused",
+        sender.request(json!({"recipient_uuid": "p", "message": "x"})),
+    )
+    .await;
+    assert_eq!(reply["error"], "cluster unavailable", "{reply}");
+
+    redis.signal("CONT");
+    wait_readyz(a.addr, 200).await;
+    wait_readyz(b.addr, 200).await;
+    assert_eq!(sender.deliver("p", json!("after")).await, 1);
+    let next = resumable.recv_json().await;
+    assert_eq!(next["message"], "after", "continuity holds: no gap: {next}");
+}
+
+/// The subscription connection is cut while Redis stays up (`CLIENT KILL TYPE pubsub`):
+/// the relay subscribes again by itself and hands its connections what was published
+/// meanwhile from the stream, with no gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_subscription_is_made_anew_and_caught_up() {
+    let redis = RedisServer::start();
+    let (a, b) = (relay(&redis, &[]).await, relay(&redis, &[]).await);
+    let mut plain = Client::connect(&a.url()).await;
+    plain.register("cut").await;
+    let mut resumable = Client::connect(&a.url()).await;
+    resume(&mut resumable, "cut", "latest").await;
+    let mut sender = Client::connect(&b.url()).await;
+    assert_eq!(sender.deliver("cut", json!("one")).await, 2);
+    assert_eq!(plain.recv_text().await, "one");
+    assert_eq!(resumable.recv_json().await["message"], "one");
+    // Both relays lose their subscriptions; b's comes back before or after its send.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let reply = sender
+        .request(json!({"recipient_uuid": "cut", "message": "two"}))
+        .await;
+    if reply["ok"] == false {
+        // Sent while b was re-subscribing: refused, never half-done. Send it again.
+        wait_readyz(b.addr, 200).await;
+        assert_eq!(sender.deliver("cut", json!("two")).await, 2);
+    }
+    assert_eq!(plain.recv_text().await, "two");
+    assert_eq!(resumable.recv_json().await["message"], "two");
+    assert_eq!(sender.deliver("cut", json!("three")).await, 2);
+    assert_eq!(plain.recv_text().await, "three");
+    assert_eq!(resumable.recv_json().await["message"], "three");
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::channel::Handed;
 use super::{
-    keys, request, Command, Owed, Shared, PROBE_INTERVAL, PROBE_TIMEOUT, REQUEST_TIMEOUT,
+    keys, request, unix_ms, Command, Owed, Shared, PROBE_INTERVAL, PROBE_TIMEOUT, REQUEST_TIMEOUT,
     UNSUBSCRIBE_DELAY,
 };
 use crate::engine::Since;
@@ -268,13 +268,17 @@ impl Session<'_> {
         if self.probe_in_flight.swap(true, Ordering::Relaxed) {
             return;
         }
-        let mut redis = self.shared.redis.clone();
+        let shared = Arc::clone(self.shared);
         let channel = self.probe.clone();
         let in_flight = Arc::clone(&self.probe_in_flight);
         tokio::spawn(async move {
-            let mut publish = ::redis::cmd("PUBLISH");
-            publish.arg(channel).arg("probe");
-            let _ = request(publish.query_async::<i64>(&mut redis)).await;
+            let mut redis = shared.redis.clone();
+            let sent = unix_ms();
+            let mut invocation = shared.scripts.probe.prepare_invoke();
+            invocation.arg(channel);
+            if let Ok(redis_ms) = request(invocation.invoke_async::<i64>(&mut redis)).await {
+                shared.health.clock_read(redis_ms, sent);
+            }
             in_flight.store(false, Ordering::Relaxed);
         });
     }

@@ -79,6 +79,7 @@ struct Scripts {
     subscribe: Script,
     presence: Script,
     lease: Script,
+    probe: Script,
 }
 
 impl Scripts {
@@ -89,6 +90,7 @@ impl Scripts {
             subscribe: with_lib(include_str!("subscribe.lua")),
             presence: with_lib(include_str!("presence.lua")),
             lease: with_lib(include_str!("lease.lua")),
+            probe: Script::new(include_str!("probe.lua")),
         }
     }
 }
@@ -105,6 +107,9 @@ pub struct Health {
     /// Counts subscriptions made: a registration that spans a new one cannot prove what
     /// it missed, and is refused.
     generation: AtomicU64,
+    /// Redis's clock minus this relay's, in ms, as the last probe measured it (within
+    /// its round trip); `None` before the first probe.
+    clock_offset: Mutex<Option<i64>>,
     /// `cluster_ready` in the metrics.
     metrics: Arc<Metrics>,
 }
@@ -116,6 +121,7 @@ impl Health {
             probed_at: AtomicU64::new(0),
             origin: Instant::now(),
             generation: AtomicU64::new(0),
+            clock_offset: Mutex::new(None),
             metrics,
         }
     }
@@ -148,6 +154,28 @@ impl Health {
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
+
+    /// Notes Redis's clock, `redis_ms`, read between `sent` and now (Unix ms here).
+    fn clock_read(&self, redis_ms: i64, sent: i64) {
+        let midway = (sent + unix_ms()) / 2;
+        *Shared::lock(&self.clock_offset) = Some(redis_ms - midway);
+    }
+
+    /// The moment, in Redis's clock, after which a request sent now must not take
+    /// effect (its caller was told it failed); 0 while the clocks were not compared.
+    fn deadline(&self) -> i64 {
+        match *Shared::lock(&self.clock_offset) {
+            Some(offset) => unix_ms() + offset + REQUEST_TIMEOUT.as_millis() as i64,
+            None => 0,
+        }
+    }
+}
+
+/// This relay's wall clock in Unix ms.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ReadinessCheck for Health {
@@ -311,9 +339,14 @@ impl Shared {
             .arg(self.config.buffer_max.max(1))
             .arg(self.ttl_ms())
             .arg(&*self.epochs.next())
-            .arg(keys::channel(key));
-        let call = invocation.invoke_async::<(u64, String, u64, u64, u64, u64)>(&mut redis);
+            .arg(keys::channel(key))
+            .arg(self.health.deadline());
+        let call = invocation.invoke_async::<(i64, String, u64, u64, u64, u64)>(&mut redis);
         let (connections, epoch, seq, by_ttl, by_max, collapsed) = request(call).await?;
+        let Ok(connections) = u64::try_from(connections) else {
+            debug!("redis: a publish arrived after its deadline and was not carried out");
+            return Err(Unavailable);
+        };
         self.metrics.evicted(Eviction::Ttl, by_ttl);
         self.metrics.evicted(Eviction::Max, by_max);
         self.metrics.messages_collapsed.inc_by(collapsed);

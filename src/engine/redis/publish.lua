@@ -2,9 +2,15 @@
 -- the key's stream (sequence, retention, collapse) and published on the key's channel,
 -- all in one atomic step.
 -- ARGV: 1 payload, 2 kind (s string, j JSON), 3 collapse name or '', 4 retain (1/0),
--- 5 max entries, 6 ttl ms, 7 epoch candidate, 8 channel.
--- Returns {connections, epoch, seq, evicted by ttl, evicted by max, collapsed}.
+-- 5 max entries, 6 ttl ms, 7 epoch candidate, 8 channel, 9 deadline (Redis ms, 0: none).
+-- Returns {connections, epoch, seq, evicted by ttl, evicted by max, collapsed}, or {-1}
+-- past the deadline: the relay has already answered that the send could not complete
+-- (Redis was paused, or the request was held up), so it must not happen late.
 local now = now_ms()
+local deadline = tonumber(ARGV[9])
+if deadline > 0 and now > deadline then
+  return {-1, '', 0, 0, 0, 0}
+end
 local connections = presence(now)
 if ARGV[4] ~= '1' then
   redis.call('PUBLISH', ARGV[8], '\n\n' .. ARGV[2] .. ARGV[1])
