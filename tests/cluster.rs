@@ -114,9 +114,13 @@ async fn a_message_sent_on_any_relay_reaches_every_relay_in_order() {
             assert_eq!(tab.recv_text().await, format!("m{i}"));
         }
     }
-    // A relay's own sender reaches its own and the other relays' connections alike.
-    assert_eq!(tab_a.deliver("two-tabs", json!("from a")).await, 2);
+    // A connection sending to its own key gets the message before the reply, as on one
+    // relay, and the other relay's tab gets it too.
+    tab_a
+        .send_json(json!({"id": 1, "recipient_uuid": "two-tabs", "message": "from a"}))
+        .await;
     assert_eq!(tab_a.recv_text().await, "from a");
+    assert_eq!(tab_a.recv_json().await["delivered"], 2);
     assert_eq!(tab_b.recv_text().await, "from a");
     assert_eq!(presence(c.addr, "two-tabs").await, 2);
     // Over HTTP on the third relay, too.
@@ -202,7 +206,8 @@ async fn a_killed_relay_stops_counting_within_the_lease() {
         "{:?}",
         killed.elapsed()
     );
-    assert_eq!(other.deliver("lease", json!("still here")).await, 1);
+    let mut sender = Client::connect(&survivor.url()).await;
+    assert_eq!(sender.deliver("lease", json!("still here")).await, 1);
     assert_eq!(other.recv_text().await, "still here");
 }
 
@@ -349,4 +354,117 @@ async fn a_cut_subscription_is_made_anew_and_caught_up() {
     assert_eq!(sender.deliver("cut", json!("three")).await, 2);
     assert_eq!(plain.recv_text().await, "three");
     assert_eq!(resumable.recv_json().await["message"], "three");
+}
+
+/// Registrations on one relay while another relay publishes without pause: each one gets
+/// every message exactly once, in order (replay, then live, with no seam), so the
+/// subscribe/replay/live race is closed across relays too.
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_racing_a_stream_of_messages_miss_nothing_and_repeat_nothing() {
+    const MESSAGES: u64 = 300;
+    let redis = RedisServer::start();
+    let a = relay(&redis, &["--buffer-max", "1000"]).await;
+    let b = relay(&redis, &["--buffer-max", "1000"]).await;
+    let b_url = b.url();
+    let sending = tokio::spawn(async move {
+        let mut sender = Client::connect(&b_url).await;
+        for i in 1..=MESSAGES {
+            sender
+                .send_json(json!({"recipient_uuid": "race", "message": i}))
+                .await;
+            if i % 20 == 0 {
+                sender.assert_alive().await;
+            }
+        }
+        sender.assert_alive().await;
+    });
+    let mut joiners = Vec::new();
+    for _ in 0..6 {
+        let mut joiner = Client::connect(&a.url()).await;
+        resume(&mut joiner, "race", "earliest").await;
+        joiners.push(joiner);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    within("the sender", sending).await.expect("sender");
+    for joiner in &mut joiners {
+        for want in 1..=MESSAGES {
+            let envelope = joiner.recv_json().await;
+            assert_eq!(envelope["message"], want, "{envelope}");
+            let cursor = envelope["cursor"].as_str().expect("cursor");
+            assert!(cursor.ends_with(&format!(":{want}")), "{cursor}");
+        }
+    }
+}
+
+/// Server-Sent Events, collapsible and ephemeral messages behave across relays as on one.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_collapse_and_ephemeral_work_across_relays() {
+    let redis = RedisServer::start();
+    let (a, b) = (relay(&redis, &[]).await, relay(&redis, &[]).await);
+    let mut sender = Client::connect(&a.url()).await;
+    for i in 0..5 {
+        let reply = sender
+            .request(json!({"recipient_uuid": "job", "message": format!("{i}0%"), "collapse": "progress"}))
+            .await;
+        assert_eq!(reply["buffered"], true, "{reply}");
+    }
+    let reply = sender
+        .request(json!({"recipient_uuid": "job", "message": "typing", "ephemeral": true}))
+        .await;
+    assert_eq!(
+        (&reply["buffered"], &reply["cursor"]),
+        (&json!(false), &Value::Null)
+    );
+    // The collapsed ticks: only the newest is handed over, on the other relay.
+    let mut events = EventStream::open(b.addr, "/events/job?since=earliest").await;
+    let replayed = events.read_until("data: 40%").await;
+    assert!(!replayed.contains("data: 30%"), "{replayed}");
+    assert!(!replayed.contains("typing"), "{replayed}");
+    assert!(replayed.contains("id: "), "{replayed}");
+    // Live, across relays: an ephemeral message is an event without an id.
+    sender
+        .send_json(json!({"recipient_uuid": "job", "message": "typing now", "ephemeral": true}))
+        .await;
+    let typing = events.read_until("data: typing now").await;
+    assert!(!typing.contains("id: "), "{typing}");
+    assert_eq!(sender.deliver("job", json!("done")).await, 1);
+    let done = events.read_until("data: done").await;
+    assert!(done.contains("id: "), "{done}");
+}
+
+/// A Server-Sent Events subscription read off a raw socket.
+struct EventStream {
+    tcp: TcpStream,
+    seen: String,
+}
+
+impl EventStream {
+    async fn open(addr: SocketAddr, path: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = within("tcp connect", TcpStream::connect(addr))
+            .await
+            .expect("tcp connect");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("request");
+        EventStream {
+            tcp,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` arrived; returns what arrived up to and including it.
+    async fn read_until(&mut self, needle: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            let n = within(needle, self.tcp.read(&mut chunk))
+                .await
+                .expect("read");
+            assert!(n > 0, "stream ended before {needle:?}: {}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        let end = self.seen.find(needle).expect("found") + needle.len();
+        self.seen.drain(..end).collect()
+    }
 }

@@ -95,6 +95,13 @@ impl Channel {
         self.peers.len() + self.catching.len() + self.waiting.len()
     }
 
+    /// Whether the live message at `position` was handed out here already.
+    pub fn has_seen(&self, position: &Position) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|last| last.epoch == position.epoch && last.seq >= position.seq)
+    }
+
     /// Whether nobody is subscribed or on the way.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

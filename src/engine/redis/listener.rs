@@ -240,6 +240,7 @@ impl Session<'_> {
         if let Some(mut channel) = shared.channels.get_mut(key) {
             channel.deliver(&live, shared.buffer_limit);
         }
+        shared.delivered_here.notify_waiters();
     }
 
     async fn on_command(&mut self, command: Command) -> Result<(), ()> {

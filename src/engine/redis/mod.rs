@@ -221,6 +221,8 @@ struct Shared {
     dirty: Mutex<HashSet<Box<str>>>,
     /// Wakes the lease keeper when `dirty` gained a key.
     dirty_added: Notify,
+    /// Wakes publishers waiting for their message to reach this relay's subscribers.
+    delivered_here: Notify,
     /// Keys whose last local subscriber left, and when.
     idle: Mutex<HashMap<Box<str>, Instant>>,
     /// Live messages buffered for one registration in flight, at most.
@@ -267,6 +269,7 @@ impl RedisEngine {
             commands,
             dirty: Mutex::new(HashSet::new()),
             dirty_added: Notify::new(),
+            delivered_here: Notify::new(),
             idle: Mutex::new(HashMap::new()),
             buffer_limit: buffer_limit.max(1),
             metrics,
@@ -351,12 +354,37 @@ impl Shared {
         self.metrics.evicted(Eviction::Max, by_max);
         self.metrics.messages_collapsed.inc_by(collapsed);
         let position = (retain && !epoch.is_empty()).then(|| Position::new(epoch.into(), seq));
+        if let Some(position) = &position {
+            self.delivered_here_through(key, position).await;
+        }
         Ok(Published {
             delivered: connections as usize,
             overflowed: 0,
             buffered: position.is_some() && connections == 0,
             position,
         })
+    }
+
+    /// Waits (bounded) until this relay handed the message at `position` to its own
+    /// subscribers of `key`, if it has any: a connection that sends to its own key gets
+    /// the message before the reply, as on one relay.
+    async fn delivered_here_through(&self, key: &str, position: &Position) {
+        let seen = async {
+            loop {
+                let notified = self.delivered_here.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let done = self
+                    .channels
+                    .get(key)
+                    .is_none_or(|c| c.is_empty() || c.has_seen(position));
+                if done {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, seen).await;
     }
 
     /// Runs `subscribe.lua` for `key` with `local` connections here.
