@@ -293,3 +293,114 @@ fn push(peer: &Peer, framed: &mut Framed<'_>, outcome: &mut Delivery) {
         Err(PushError::Closed) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Drained, OutboxLimits};
+
+    const LIMITS: OutboxLimits = OutboxLimits {
+        max_frames: 64,
+        max_bytes: 1 << 16,
+    };
+
+    fn queued(peer: &Peer) -> Vec<String> {
+        match peer.outbox.take() {
+            Drained::Frames(frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
+            Drained::Overflowed => vec!["<overflowed>".into()],
+        }
+    }
+
+    fn live(seq: u64) -> Live {
+        Live {
+            position: Some(Position::new("e".into(), seq)),
+            payload: Payload::text(format!("m{seq}")),
+        }
+    }
+
+    fn handed(end: u64, entries: &[u64]) -> Handed {
+        Handed {
+            epoch: Some("e".into()),
+            end,
+            gap: None,
+            entries: entries
+                .iter()
+                .map(|s| (*s, Payload::text(format!("m{s}"))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_registration_gets_its_replay_then_only_newer_live_messages() {
+        let mut channel = Channel::default();
+        let peer = Peer::new(LIMITS);
+        channel.wait(&peer);
+        // Live messages while the script runs: 2 is also in the replay, 3 is not.
+        channel.deliver(&live(2), 16);
+        channel.deliver(&live(3), 16);
+        let preamble: Preamble<'_> = Box::new(|n| format!("reply {n}").into());
+        let replayed = channel.complete(peer.id, &handed(2, &[1, 2]), Some(preamble));
+        assert_eq!(replayed, Some(2));
+        assert_eq!(queued(&peer), ["reply 2", "m1", "m2", "m3"]);
+        channel.deliver(&live(4), 16);
+        assert_eq!(queued(&peer), ["m4"]);
+    }
+
+    #[test]
+    fn a_caught_up_registration_skips_live_messages_already_replayed() {
+        let mut channel = Channel::default();
+        let peer = Peer::new(LIMITS);
+        channel.wait(&peer);
+        // The script saw the stream through 5, but 4 and 5 arrive live only afterwards.
+        channel.complete(peer.id, &handed(5, &[4, 5]), None);
+        assert_eq!(queued(&peer), ["m4", "m5"]);
+        for seq in [4, 5, 6] {
+            channel.deliver(&live(seq), 16);
+        }
+        assert_eq!(queued(&peer), ["m6"]);
+        assert!(channel.has_seen(&Position::new("e".into(), 6)));
+    }
+
+    #[test]
+    fn a_registration_that_falls_behind_while_waiting_is_a_slow_consumer() {
+        let mut channel = Channel::default();
+        let peer = Peer::new(LIMITS);
+        channel.wait(&peer);
+        for seq in 1..=3 {
+            channel.deliver(&live(seq), 2);
+        }
+        channel.complete(peer.id, &handed(0, &[]), None);
+        assert!(peer.outbox.is_overflowed());
+    }
+
+    #[test]
+    fn after_a_lost_subscription_everyone_gets_what_they_missed_or_a_gap() {
+        let mut channel = Channel::default();
+        let (plain, resumable) = (Peer::new(LIMITS), Peer::new(LIMITS));
+        resumable.set_framing(Framing::Envelope);
+        for peer in [&plain, &resumable] {
+            channel.wait(peer);
+            channel.complete(peer.id, &handed(1, &[]), None);
+        }
+        channel.deliver(&live(2), 16);
+        let _ = (queued(&plain), queued(&resumable));
+        // Missed 3 while the subscription was down; the stream still has it.
+        channel.caught_up_after_reconnect(&handed(3, &[3]));
+        assert_eq!(queued(&plain), ["m3"]);
+        assert_eq!(queued(&resumable), [r#"{"cursor":"e:3","message":"m3"}"#]);
+        channel.deliver(&live(3), 16);
+        channel.deliver(&live(4), 16);
+        assert_eq!(queued(&plain), ["m4"]);
+        assert_eq!(queued(&resumable), [r#"{"cursor":"e:4","message":"m4"}"#]);
+        // Redis lost everything: a new epoch. The resumable peer is told.
+        let lost = Handed {
+            epoch: Some("f".into()),
+            end: 0,
+            gap: Some(0),
+            entries: Vec::new(),
+        };
+        channel.caught_up_after_reconnect(&lost);
+        assert!(queued(&plain).is_empty());
+        assert_eq!(queued(&resumable), [r#"{"gap":true,"cursor":"f:0"}"#]);
+    }
+}
