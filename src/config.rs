@@ -136,8 +136,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ClusterConfig {
     /// Redis or Valkey shared by every relay of one key space (e.g.
-    /// redis://10.0.0.5:6379/0, rediss:// for TLS); without it this relay is a key space
-    /// of its own.
+    /// redis://10.0.0.5:6379/0); without it this relay is a key space of its own.
     #[arg(long = "redis", env = "NOTIFY_RELAY_REDIS", value_name = "URL", value_parser = redis_url)]
     pub redis: Option<String>,
 }

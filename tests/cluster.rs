@@ -468,3 +468,33 @@ impl EventStream {
         self.seen.drain(..end).collect()
     }
 }
+
+/// With streams off (`--buffer-ttl 0s`) a group of relays behaves as one relay of Parts
+/// 1-2: plain frames, replies without `buffered` or `cursor`, nothing kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_off_across_relays_is_parts_1_and_2() {
+    let redis = RedisServer::start();
+    let a = relay(&redis, &["--buffer-ttl", "0s"]).await;
+    let b = relay(&redis, &["--buffer-ttl", "0s"]).await;
+    let mut sender = Client::connect(&a.url()).await;
+    let reply = sender
+        .request(json!({"recipient_uuid": "off", "message": "nobody"}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"id": reply["id"], "ok": true, "delivered": 0})
+    );
+    let mut receiver = Client::connect(&b.url()).await;
+    let reply = receiver
+        .request(json!({"recipient_uuid": "off", "message": "connected", "since": "earliest"}))
+        .await;
+    assert_eq!(reply, json!({"id": reply["id"], "ok": true}));
+    let reply = sender
+        .request(json!({"recipient_uuid": "off", "message": {"n": 1}}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"id": reply["id"], "ok": true, "delivered": 1})
+    );
+    assert_eq!(receiver.recv_text().await, r#"{"n":1}"#);
+}

@@ -29,7 +29,6 @@ mod keys;
 mod listener;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -697,13 +696,4 @@ async fn write_lease(shared: &Shared, key: &str, local: usize) -> Result<(), Una
         .arg(LEASE.as_millis() as u64);
     let call = invocation.invoke_async::<i64>(&mut redis);
     request(call).await.map(|_| ())
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.not_ready() {
-            Some(reason) => f.write_str(&reason),
-            None => f.write_str("cluster: ready"),
-        }
-    }
 }
