@@ -34,6 +34,8 @@ pub struct Relay {
     pub state: Arc<RelayState>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The relay's own Redis, with NOTIFY_RELAY_TEST_REDIS set.
+    _redis: Option<RedisServer>,
 }
 
 impl Relay {
@@ -54,6 +56,12 @@ impl Relay {
         // Test clients that are not being read cannot answer the Close 1001; the drain
         // itself is tested against the real binary in tests/drain.rs.
         config.drain_timeout = Duration::from_millis(200);
+        // NOTIFY_RELAY_TEST_REDIS=1 runs each in-process relay on a redis-server of its
+        // own: the Redis engine against the Parts 1-3 tests.
+        let redis = std::env::var_os("NOTIFY_RELAY_TEST_REDIS").map(|_| RedisServer::start());
+        if let Some(redis) = &redis {
+            config.cluster.redis = Some(redis.url());
+        }
         tune(&mut config);
         let server = Server::bind(config).expect("bind 127.0.0.1:0");
         let addr = server.local_addr().expect("local addr");
@@ -62,11 +70,15 @@ impl Relay {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
+        if state.config.cluster.redis.is_some() {
+            wait_readyz(addr, 200).await;
+        }
         Relay {
             addr,
             state,
             stop: Some(stop),
             task,
+            _redis: redis,
         }
     }
 

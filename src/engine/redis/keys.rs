@@ -65,21 +65,23 @@ pub struct Live {
     pub payload: Payload,
 }
 
-/// Reads a channel message: `EPOCH\nSEQ\nKIND PAYLOAD` (epoch and seq empty when the
-/// message has no position), as `publish.lua` writes it.
-pub fn decode_live(text: &[u8]) -> Option<Live> {
+/// Reads a channel message: `EPOCH\nSEQ\nORIGIN\nKIND PAYLOAD` (epoch and seq empty when
+/// the message has no position, origin empty unless its relay waits for it), as
+/// `publish.lua` writes it. Returns the message and its origin.
+pub fn decode_live(text: &[u8]) -> Option<(Live, &str)> {
     let text = std::str::from_utf8(text).ok()?;
-    let mut parts = text.splitn(3, '\n');
-    let (epoch, seq, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let mut parts = text.splitn(4, '\n');
+    let (epoch, seq, origin, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let position = match epoch {
         "" => None,
         epoch => Some(Position::new(Arc::from(epoch), seq.parse().ok()?)),
     };
     let (kind, body) = rest.split_at_checked(1)?;
-    Some(Live {
+    let live = Live {
         position,
         payload: payload(kind, body.to_owned()),
-    })
+    };
+    Some((live, origin))
 }
 
 #[cfg(test)]
@@ -98,13 +100,15 @@ mod tests {
 
     #[test]
     fn channel_messages_round_trip() {
-        let live = decode_live(b"e1.0\n7\nshi\nthere").expect("decodes");
+        let (live, origin) = decode_live(b"e1.0\n7\nr1:5\nshi\nthere").expect("decodes");
         assert_eq!(live.position, Some(Position::new("e1.0".into(), 7)));
         assert_eq!(live.payload, Payload::text("hi\nthere"));
-        let live = decode_live(b"\n\nj{\"a\":1}").expect("decodes");
+        assert_eq!(origin, "r1:5");
+        let (live, origin) = decode_live(b"\n\n\nj{\"a\":1}").expect("decodes");
         assert_eq!(live.position, None);
         assert_eq!(live.payload, Payload::json("{\"a\":1}"));
-        assert_eq!(decode_live(b"e\nx\nsz"), None);
-        assert_eq!(decode_live(b"e\n1"), None);
+        assert_eq!(origin, "");
+        assert_eq!(decode_live(b"e\nx\n\nsz"), None);
+        assert_eq!(decode_live(b"e\n1\n"), None);
     }
 }

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::engine::Since;
 use crate::log_text::escaped;
+use crate::metrics::DropReason;
 
 /// First pause before connecting again after a failure.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -230,17 +231,30 @@ impl Session<'_> {
         let Some(key) = keys::key_of_channel(name.as_bytes()) else {
             return;
         };
-        let Some(live) = keys::decode_live(message.get_payload_bytes()) else {
+        let Some((live, origin)) = keys::decode_live(message.get_payload_bytes()) else {
             warn!(
                 "redis: unreadable message on the channel of {}",
                 escaped(key)
             );
             return;
         };
-        if let Some(mut channel) = shared.channels.get_mut(key) {
-            channel.deliver(&live, shared.buffer_limit);
+        let outcome = match shared.channels.get_mut(key) {
+            Some(mut channel) => channel.deliver(&live, shared.buffer_limit),
+            None => Default::default(),
+        };
+        if outcome.overflowed > 0 {
+            warn!(
+                "message to {} not queued for {} slow connection(s)",
+                escaped(key),
+                outcome.overflowed
+            );
+            shared
+                .metrics
+                .dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
         }
-        shared.delivered_here.notify_waiters();
+        if !origin.is_empty() {
+            shared.seen_origin(origin);
+        }
     }
 
     async fn on_command(&mut self, command: Command) -> Result<(), ()> {

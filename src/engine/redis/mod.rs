@@ -220,7 +220,12 @@ struct Shared {
     dirty: Mutex<HashSet<Box<str>>>,
     /// Wakes the lease keeper when `dirty` gained a key.
     dirty_added: Notify,
-    /// Wakes publishers waiting for their message to reach this relay's subscribers.
+    /// Tokens of this relay's publishes whose copy has not come back on its subscription
+    /// yet (see [`Shared::publish`]).
+    awaited: Mutex<HashSet<u64>>,
+    /// The next such token.
+    next_token: AtomicU64,
+    /// Wakes publishers when a copy came back.
     delivered_here: Notify,
     /// Keys whose last local subscriber left, and when.
     idle: Mutex<HashMap<Box<str>, Instant>>,
@@ -268,6 +273,8 @@ impl RedisEngine {
             commands,
             dirty: Mutex::new(HashSet::new()),
             dirty_added: Notify::new(),
+            awaited: Mutex::new(HashSet::new()),
+            next_token: AtomicU64::new(1),
             delivered_here: Notify::new(),
             idle: Mutex::new(HashMap::new()),
             buffer_limit: buffer_limit.max(1),
@@ -326,7 +333,63 @@ impl Shared {
         }
     }
 
+    /// Publishes through `publish.lua`. When this relay has subscribers of `key`, the
+    /// reply waits (bounded) until the message came back and was handed to them: a
+    /// connection that sends to its own key gets the message before the reply, as on one
+    /// relay.
     async fn publish(&self, key: &str, message: &Outgoing) -> Result<Published, Unavailable> {
+        let local = self.channels.get(key).is_some_and(|c| !c.is_empty());
+        let token = local.then(|| {
+            let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+            Self::lock(&self.awaited).insert(token);
+            token
+        });
+        let origin = token.map_or_else(String::new, |t| format!("{}:{t}", self.relay));
+        let outcome = self.publish_script(key, message, &origin).await;
+        if let Some(token) = token {
+            if outcome.is_ok() {
+                self.came_back(token).await;
+            }
+            Self::lock(&self.awaited).remove(&token);
+        }
+        outcome
+    }
+
+    /// Waits (at most [`REQUEST_TIMEOUT`]) until the listener saw publish `token` back.
+    async fn came_back(&self, token: u64) {
+        let seen = async {
+            loop {
+                let notified = self.delivered_here.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !Self::lock(&self.awaited).contains(&token) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, seen).await;
+    }
+
+    /// The listener saw a message published with `origin`: if it is one of this relay's
+    /// awaited publishes, its publisher may answer now.
+    fn seen_origin(&self, origin: &str) {
+        let token = origin
+            .strip_prefix(self.relay.as_str())
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|t| t.parse::<u64>().ok());
+        if let Some(token) = token {
+            Self::lock(&self.awaited).remove(&token);
+            self.delivered_here.notify_waiters();
+        }
+    }
+
+    async fn publish_script(
+        &self,
+        key: &str,
+        message: &Outgoing,
+        origin: &str,
+    ) -> Result<Published, Unavailable> {
         let retain = self.streams_on() && !message.ephemeral;
         let mut redis = self.redis.clone();
         let mut invocation = self.scripts.publish.prepare_invoke();
@@ -342,7 +405,8 @@ impl Shared {
             .arg(self.ttl_ms())
             .arg(&*self.epochs.next())
             .arg(keys::channel(key))
-            .arg(self.health.deadline());
+            .arg(self.health.deadline())
+            .arg(origin);
         let call = invocation.invoke_async::<(i64, String, u64, u64, u64, u64)>(&mut redis);
         let (connections, epoch, seq, by_ttl, by_max, collapsed) = request(call).await?;
         let Ok(connections) = u64::try_from(connections) else {
@@ -353,37 +417,12 @@ impl Shared {
         self.metrics.evicted(Eviction::Max, by_max);
         self.metrics.messages_collapsed.inc_by(collapsed);
         let position = (retain && !epoch.is_empty()).then(|| Position::new(epoch.into(), seq));
-        if let Some(position) = &position {
-            self.delivered_here_through(key, position).await;
-        }
         Ok(Published {
             delivered: connections as usize,
             overflowed: 0,
             buffered: position.is_some() && connections == 0,
             position,
         })
-    }
-
-    /// Waits (bounded) until this relay handed the message at `position` to its own
-    /// subscribers of `key`, if it has any: a connection that sends to its own key gets
-    /// the message before the reply, as on one relay.
-    async fn delivered_here_through(&self, key: &str, position: &Position) {
-        let seen = async {
-            loop {
-                let notified = self.delivered_here.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let done = self
-                    .channels
-                    .get(key)
-                    .is_none_or(|c| c.is_empty() || c.has_seen(position));
-                if done {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, seen).await;
     }
 
     /// Runs `subscribe.lua` for `key` with `local` connections here.
