@@ -68,34 +68,47 @@ local function seq_of(id)
 end
 
 -- Drops entries older than TTL ms and past MAX entries, oldest first, and records the
--- highest seq lost. Returns how many went for each reason.
+-- highest seq lost. One XTRIM MINID removes them (XDEL would leave tombstones that every
+-- later scan from the front steps over). Returns how many went for each reason.
 local function trim(now, ttl, max)
-  local evicted = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+  local len = redis.call('XLEN', KEYS[2])
   local by_ttl, by_max = 0, 0
-  while true do
-    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-    if #first == 0 then
+  local last_removed, keep = nil, nil
+  local start = '-'
+  while not keep do
+    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 16)
+    if #batch == 0 then
       break
     end
-    local id, fields = first[1][1], first[1][2]
-    local old = tonumber(field(fields, 't') or '0') < now - ttl
-    if not old and redis.call('XLEN', KEYS[2]) <= max then
-      break
+    for _, entry in ipairs(batch) do
+      local old = tonumber(field(entry[2], 't') or '0') < now - ttl
+      if not old and len <= max then
+        keep = entry[1]
+        break
+      end
+      if old then by_ttl = by_ttl + 1 else by_max = by_max + 1 end
+      len = len - 1
+      last_removed = entry
+      local name = field(entry[2], 'c')
+      if name and tonumber(redis.call('HGET', KEYS[4], name) or '-1') == seq_of(entry[1]) then
+        redis.call('HDEL', KEYS[4], name)
+      end
     end
-    local seq = seq_of(id)
-    redis.call('XDEL', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], int(seq))
-    local name = field(fields, 'c')
-    if name and tonumber(redis.call('HGET', KEYS[4], name) or '-1') == seq then
-      redis.call('HDEL', KEYS[4], name)
-    end
-    if seq > evicted then
-      evicted = seq
-    end
-    if old then by_ttl = by_ttl + 1 else by_max = by_max + 1 end
+    start = '(' .. batch[#batch][1]
   end
-  if by_ttl + by_max > 0 then
-    redis.call('HSET', KEYS[1], 'v', int(evicted))
+  if not last_removed then
+    return 0, 0
+  end
+  local seq = seq_of(last_removed[1])
+  if keep then
+    redis.call('XTRIM', KEYS[2], 'MINID', keep)
+  else
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', seq)
+  local evicted = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+  if seq > evicted then
+    redis.call('HSET', KEYS[1], 'v', int(seq))
   end
   return by_ttl, by_max
 end
