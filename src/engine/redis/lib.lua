@@ -74,9 +74,11 @@ local function trim(now, ttl, max)
   local len = redis.call('XLEN', KEYS[2])
   local by_ttl, by_max = 0, 0
   local last_removed, keep = nil, nil
-  local start = '-'
+  local start, count = '-', 2
   while not keep do
-    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 16)
+    -- Usually one entry goes per append: look at two first, more only if needed.
+    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
+    count = 16
     if #batch == 0 then
       break
     end
