@@ -115,7 +115,8 @@ pub struct Config {
     pub greeting: String,
 
     /// Set SO_REUSEPORT, so a new relay can take over the port from an old one with no
-    /// gap. Each relay process keeps its own registrations: do not leave several running.
+    /// gap. Without --redis each relay process keeps its own registrations: do not leave
+    /// several running; with --redis several relays may share the port.
     #[arg(long, env = "NOTIFY_RELAY_REUSE_PORT")]
     pub reuse_port: bool,
 
