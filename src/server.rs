@@ -129,6 +129,7 @@ impl Server {
         cancel.cancel();
         tracker.close();
         drain(&tracker, config.drain_timeout).await;
+        state.engine.settle().await;
         let metrics = &state.metrics;
         info!(
             "stopped: {} connection(s) served, {} message(s) routed, {} delivered",

@@ -498,3 +498,20 @@ async fn streams_off_across_relays_is_parts_1_and_2() {
     );
     assert_eq!(receiver.recv_text().await, r#"{"n":1}"#);
 }
+
+/// A relay stopped gracefully (SIGTERM, the drain) withdraws its presence as it exits,
+/// rather than when its lease runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_relay_stops_counting_at_once() {
+    let redis = RedisServer::start();
+    let mut leaving = relay(&redis, &[]).await;
+    let staying = relay(&redis, &[]).await;
+    let mut tab = Client::connect(&leaving.url()).await;
+    tab.register("bye").await;
+    assert_eq!(presence(staying.addr, "bye").await, 1);
+    leaving.signal("TERM");
+    let closed = tokio::spawn(async move { tab.expect_close().await });
+    within("the close", closed).await.expect("client");
+    assert_eq!(leaving.wait_exit(common::DEADLINE), Some(0));
+    assert_eq!(presence(staying.addr, "bye").await, 0);
+}

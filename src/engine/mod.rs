@@ -77,6 +77,13 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// Whether messages are retained (`--buffer-ttl` above zero).
     fn streams_enabled(&self) -> bool;
+
+    /// Called once the relay has drained, before it exits: an engine that shares state
+    /// with other relays withdraws this relay's presence now rather than when its leases
+    /// run out. Bounded in time.
+    fn settle(&self) -> EngineFuture<'_, ()> {
+        now(())
+    }
 }
 
 /// What a delivery asks for.

@@ -115,6 +115,7 @@ pub struct Health {
 
 impl Health {
     fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.cluster_ready.set(0);
         Self {
             connected: AtomicBool::new(false),
             probed_at: AtomicU64::new(0),
@@ -687,6 +688,27 @@ impl Engine for RedisEngine {
 
     fn streams_enabled(&self) -> bool {
         self.shared.streams_on()
+    }
+
+    /// Writes the counts of every key whose count changed (after the drain: zero), so
+    /// the other relays stop counting this one at once.
+    fn settle(&self) -> EngineFuture<'_, ()> {
+        let shared = &self.shared;
+        Either::Right(Box::pin(async move {
+            if !shared.health.available() {
+                return;
+            }
+            let keys: Vec<Box<str>> = Shared::lock(&shared.dirty).drain().collect();
+            let settle = async {
+                for key in keys {
+                    let local = shared.channels.get(&*key).map_or(0, |c| c.len());
+                    if write_lease(shared, &key, local).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, settle).await;
+        }))
     }
 }
 
