@@ -1,8 +1,9 @@
 //! Part 4: several real relay processes on one real `redis-server` are one key space.
 //! Cross-relay delivery and order, a key with tabs on two relays, pending messages and
-//! resumption on another relay than the one left, presence and `delivered` across
-//! relays, a relay killed with -9, and Redis stopped, restarted, paused and cut off
-//! mid-traffic.
+//! resumption on another relay than the one left, registrations racing a stream, SSE,
+//! collapse and ephemeral messages, streams off, presence and `delivered` across relays,
+//! a relay killed with -9 or drained, and Redis down at start, stopped, restarted,
+//! paused and its subscriptions cut mid-traffic.
 
 mod common;
 
@@ -514,4 +515,30 @@ async fn a_drained_relay_stops_counting_at_once() {
     within("the close", closed).await.expect("client");
     assert_eq!(leaving.wait_exit(common::DEADLINE), Some(0));
     assert_eq!(presence(staying.addr, "bye").await, 0);
+}
+
+/// A relay started while its Redis is down runs (liveness), is not ready, refuses what it
+/// cannot do, and becomes ready by itself once Redis is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_started_before_its_redis_becomes_ready_when_redis_comes() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let url = redis.url();
+    let relay = RelayProcess::spawn(&["--redis", &url]);
+    let (status, _, _) = http_request(relay.addr, "GET", "/healthz").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = http_request(relay.addr, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("redis"), "{body}");
+    let mut client = Client::connect(&relay.url()).await;
+    let reply = client
+        .request(json!({"recipient_uuid": "early", "message": "connected"}))
+        .await;
+    assert_eq!(reply["error"], "cluster unavailable", "{reply}");
+    redis.restart();
+    wait_readyz(relay.addr, 200).await;
+    client.register("early").await;
+    let mut sender = Client::connect(&relay.url()).await;
+    assert_eq!(sender.deliver("early", json!("now")).await, 1);
+    assert_eq!(client.recv_text().await, "now");
 }
