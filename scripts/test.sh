@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive for real: Python (websockets clients), Node and
-# Chromium (examples/example.html), nginx, supervisord and systemd-analyze (deployment).
+# Chromium (examples/example.html), nginx, supervisord and systemd-analyze (deployment),
+# redis-server and redis-cli (several relays as one key space).
 missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v node >/dev/null || missing+=(nodejs npm)
@@ -14,6 +15,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v supervisord >/dev/null || missing+=(supervisor)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -125,7 +125,8 @@ pub struct Config {
     pub greeting: String,
 
     /// Set SO_REUSEPORT, so a new relay can take over the port from an old one with no
-    /// gap. Each relay process keeps its own registrations: do not leave several running.
+    /// gap. Without --redis each relay process keeps its own registrations: do not leave
+    /// several running; with --redis several relays may share the port.
     #[arg(long, env = "NOTIFY_RELAY_REUSE_PORT")]
     pub reuse_port: bool,
 
@@ -136,6 +137,29 @@ pub struct Config {
     /// Retention of messages in per-key streams.
     #[command(flatten)]
     pub streams: StreamConfig,
+
+    /// Several relays sharing one key space.
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
+}
+
+/// Several relay processes as one key space (Part 4 of docs/PROTOCOL.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ClusterConfig {
+    /// Redis or Valkey shared by every relay of one key space (e.g.
+    /// redis://10.0.0.5:6379/0); without it this relay is a key space of its own.
+    #[arg(long = "redis", env = "NOTIFY_RELAY_REDIS", value_name = "URL", value_parser = redis_url)]
+    pub redis: Option<String>,
+}
+
+/// Accepts a Redis URL the client can use; Redis Cluster URLs are refused, not ignored.
+fn redis_url(url: &str) -> Result<String, String> {
+    if url.starts_with("redis+cluster://") || url.contains(',') {
+        return Err("Redis Cluster is not supported yet: give one Redis (or Valkey) URL".into());
+    }
+    redis::Client::open(url)
+        .map(|_| url.to_owned())
+        .map_err(|e| format!("not a Redis URL: {e}"))
 }
 
 /// Per-key streams: how many messages each key keeps, for how long, and the memory all of
@@ -186,6 +210,7 @@ impl Default for Config {
             reuse_port: false,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             streams: StreamConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -197,10 +222,10 @@ impl Config {
     }
 
     /// Whether relays started with this configuration share one key space, so that
-    /// several of them may serve one port. That takes a cluster engine, and there is none
-    /// yet: every relay process is a key space of its own.
+    /// several of them may serve one port: they do through Redis (`--redis`); otherwise
+    /// every relay process is a key space of its own.
     pub fn shares_key_space(&self) -> bool {
-        false
+        self.cluster.redis.is_some()
     }
 
     /// The per-connection outgoing queue limits.
@@ -247,6 +272,19 @@ mod tests {
             Config::try_parse_from(["notify-relay", "--ping-interval", "250ms"]).expect("parses");
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["notify-relay", "--ping-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn redis_makes_relays_one_key_space() {
+        let c = Config::try_parse_from(["notify-relay"]).expect("parses");
+        assert!(!c.shares_key_space());
+        let c = Config::try_parse_from(["notify-relay", "--redis", "redis://127.0.0.1:6379/0"])
+            .expect("parses");
+        assert!(c.shares_key_space());
+        assert!(Config::try_parse_from(["notify-relay", "--redis", "http://x"]).is_err());
+        assert!(
+            Config::try_parse_from(["notify-relay", "--redis", "redis+cluster://h:1"]).is_err()
+        );
     }
 
     #[test]

@@ -214,6 +214,10 @@ pub struct Metrics {
     pub retained_messages: Gauge,
     /// Bytes they count against `--buffer-memory`; set from the engine at scrape time.
     pub retained_bytes: Gauge,
+    /// 1 while the cluster engine's Redis answers (0 while it does not; 1 without one).
+    pub cluster_ready: Gauge,
+    /// Times the cluster engine lost its Redis subscription and made it anew.
+    pub cluster_reconnects: Counter,
     /// Per-reason handles of `messages_evicted`, indexed like [`Eviction::ALL`].
     evicted: Vec<Counter>,
     /// Per-reason handles of `messages_dropped`, indexed by [`DropReason::index`].
@@ -344,6 +348,19 @@ impl Metrics {
             "Bytes retained messages count against --buffer-memory",
             retained_bytes.clone(),
         );
+        let cluster_ready = Gauge::default();
+        cluster_ready.set(1);
+        registry.register(
+            "cluster_ready",
+            "1 while the cluster engine's Redis answers, 0 while it does not (1 without --redis)",
+            cluster_ready.clone(),
+        );
+        let cluster_reconnects = Counter::default();
+        registry.register(
+            "cluster_reconnects",
+            "Times the Redis subscription was lost and made anew (each key caught up)",
+            cluster_reconnects.clone(),
+        );
         let evicted_family = Family::<Labels, Counter>::default();
         registry.register(
             "messages_evicted",
@@ -421,6 +438,8 @@ impl Metrics {
             ephemeral_dropped,
             retained_messages,
             retained_bytes,
+            cluster_ready,
+            cluster_reconnects,
             evicted,
             dropped,
             closed,

@@ -153,6 +153,20 @@ impl Outbox {
         self.lock().overflowed
     }
 
+    /// Marks the queue overflowed, as a push that did not fit would: the connection is
+    /// closed as a slow consumer. For a subscriber that fell behind before its messages
+    /// could even be queued (a cluster engine buffering for a registration in flight).
+    pub fn mark_overflowed(&self) {
+        let mut queue = self.lock();
+        if queue.closed || queue.overflowed {
+            return;
+        }
+        queue.overflowed = true;
+        drop(queue);
+        self.ready.notify_one();
+        self.overflow.notify_one();
+    }
+
     /// Refuses all further pushes and frees what is queued.
     pub fn close(&self) {
         let mut queue = self.lock();

@@ -42,7 +42,7 @@ impl Server {
         let listener = TcpListener::from_std(listen(&config)?)?;
         Ok(Self {
             listener,
-            state: Arc::new(RelayState::new(config)),
+            state: Arc::new(RelayState::new(config)?),
         })
     }
 
@@ -129,6 +129,7 @@ impl Server {
         cancel.cancel();
         tracker.close();
         drain(&tracker, config.drain_timeout).await;
+        state.engine.settle().await;
         let metrics = &state.metrics;
         info!(
             "stopped: {} connection(s) served, {} message(s) routed, {} delivered",

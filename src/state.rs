@@ -6,7 +6,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::capacity::Capacity;
 use crate::config::Config;
-use crate::engine::{Engine, MemoryEngine};
+use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::fragment::FRAGMENT_SIZE;
 use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
@@ -39,23 +39,41 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    /// Fresh state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// Fresh state for `config`: the embedded engine, or with `--redis` the Redis engine
+    /// (which connects in the background; `/readyz` says when it cannot). Must run inside
+    /// a tokio runtime.
+    pub fn new(config: Config) -> std::io::Result<Self> {
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size.max(64))
             .write_buffer_size(WRITE_BUFFER_SIZE)
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         let metrics = Arc::new(Metrics::new());
-        let engine = Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics)));
-        Self {
+        let readiness = Readiness::default();
+        let engine: Arc<dyn Engine> = match &config.cluster.redis {
+            Some(url) => {
+                let engine = RedisEngine::start(
+                    url,
+                    config.streams,
+                    config.max_queued_frames,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+                })?;
+                readiness.add_check(engine.health());
+                Arc::new(engine)
+            }
+            None => Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics))),
+        };
+        Ok(Self {
             capacity: Capacity::new(config.max_connections),
             config,
             engine,
             metrics,
             websocket,
-            readiness: Readiness::default(),
+            readiness,
             log_limit: SharedLogLimit::new(tokio::time::Instant::now()),
-        }
+        })
     }
 }

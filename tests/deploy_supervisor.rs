@@ -1,7 +1,8 @@
 //! supervisor/notify-relay.conf under a real supervisord: the relay comes up and routes,
 //! comes back after kill -9, and `supervisorctl stop` drains it (Close 1001, exit 0);
 //! the original's `numprocs=4` with --reuse-port makes every relay warn that it has a
-//! key space of its own; and stopping supervisord leaves no process behind.
+//! key space of its own, and with --redis the four relays are one key space that
+//! delivers every send; and stopping supervisord leaves no process behind.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{processes_using, rewrite, wait_for_port, Client, DEADLINE};
+use common::{processes_using, rewrite, wait_for_port, Client, RedisServer, DEADLINE};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -262,6 +263,79 @@ fn numprocs_4_with_reuse_port_makes_every_relay_warn() {
     }
     assert_eq!(supervisor.program_pids().len(), PROCESSES);
     wait_for_port(port);
+
+    let dir = supervisor.dir.path().to_path_buf();
+    drop(supervisor);
+    let left = processes_using(&dir);
+    assert!(
+        left.is_empty(),
+        "still running after supervisord stopped: {left:?}"
+    );
+}
+
+/// The Part 4 recipe: `numprocs=4`, `--reuse-port` and `--redis` on one port. The kernel
+/// spreads clients over the four relays, and every send reaches its recipient whichever
+/// relay either side landed on.
+#[tokio::test(flavor = "multi_thread")]
+async fn numprocs_4_with_reuse_port_and_redis_deliver_every_send() {
+    const PROCESSES: usize = 4;
+    const KEYS: usize = 16;
+    let redis = RedisServer::start();
+    let port = common::free_port();
+    let supervisor = Supervisord::start_with(port, |program| {
+        let program = rewrite(
+            &program,
+            "[program:notify-relay]\n",
+            &format!(
+                "[program:notify-relay]\nnumprocs={PROCESSES}\n\
+                 process_name=%(program_name)s_%(process_num)02d\n"
+            ),
+        );
+        let program = rewrite(
+            &program,
+            &format!("127.0.0.1 {port}\n"),
+            &format!("127.0.0.1 {port} --reuse-port --redis {}\n", redis.url()),
+        );
+        rewrite(&program, "relay.log", "relay-%(process_num)02d.log")
+    });
+    for n in 0..PROCESSES {
+        supervisor.wait_for_log(&format!("relay-{n:02}.log"), "redis: connected");
+    }
+    assert_eq!(supervisor.program_pids().len(), PROCESSES);
+    wait_for_port(port);
+    for n in 0..PROCESSES {
+        let log = supervisor.log(&format!("relay-{n:02}.log"));
+        assert!(!log.contains(SPLIT_KEY_SPACE_WARNING), "{log}");
+    }
+
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut receivers = Vec::new();
+    for k in 0..KEYS {
+        let mut receiver = Client::connect(&url).await;
+        receiver.register(&format!("key-{k}")).await;
+        receivers.push(receiver);
+    }
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        senders.push(Client::connect(&url).await);
+    }
+    for round in 0..5 {
+        for (k, receiver) in receivers.iter_mut().enumerate() {
+            let sender = &mut senders[(k + round) % 4];
+            let text = format!("round {round} to {k}");
+            assert_eq!(sender.deliver(&format!("key-{k}"), json!(text)).await, 1);
+            assert_eq!(receiver.recv_text().await, text);
+        }
+    }
+    // The connections did land on several relays (else this proves little).
+    let busy = (0..PROCESSES)
+        .filter(|n| {
+            supervisor
+                .log(&format!("relay-{n:02}.log"))
+                .contains("registered as")
+        })
+        .count();
+    assert!(busy >= 2, "all clients landed on one relay");
 
     let dir = supervisor.dir.path().to_path_buf();
     drop(supervisor);

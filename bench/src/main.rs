@@ -29,6 +29,11 @@ struct Cli {
     /// The relay's URL; must resolve to loopback (127.0.0.0/8 or ::1).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8765/")]
     url: String,
+    /// Where the senders of `throughput` and `latency` connect: another relay of the same
+    /// key space (relays sharing one Redis), to measure cross-relay delivery [default:
+    /// --url].
+    #[arg(long, global = true)]
+    send_url: Option<String>,
     /// The relay's process id: adds its CPU time per message and its RSS.
     #[arg(long, global = true)]
     pid: Option<u32>,
@@ -84,9 +89,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> std::io::Result<()> {
     let target = Target::parse(&cli.url).await?;
+    let send_target = match &cli.send_url {
+        Some(url) => Target::parse(url).await?,
+        None => target.clone(),
+    };
     let server = cli.pid.map(ServerProcess::new).transpose()?;
     let ctx = Context {
         target,
+        send_target,
         server,
         max_time: cli.max_time,
         run_id: format!("{:x}", fastrand::u32(..)),

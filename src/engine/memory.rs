@@ -391,7 +391,7 @@ impl Published {
 /// Gives each new stream an epoch no earlier stream of this process (or, with
 /// overwhelming likelihood, of an earlier run) had: a random run id and a counter.
 #[derive(Debug)]
-struct EpochSource {
+pub(crate) struct EpochSource {
     /// Random per process run.
     run: String,
     /// Streams made so far.
@@ -399,7 +399,7 @@ struct EpochSource {
 }
 
 impl EpochSource {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let random = uuid::Uuid::new_v4().simple().to_string();
         Self {
             run: random[..12].to_owned(),
@@ -407,7 +407,7 @@ impl EpochSource {
         }
     }
 
-    fn next(&self) -> Arc<str> {
+    pub(crate) fn next(&self) -> Arc<str> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n:x}", self.run).into()
     }

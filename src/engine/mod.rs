@@ -2,11 +2,13 @@
 //!
 //! Connection and HTTP code publish, subscribe and ask for presence through the
 //! [`Engine`] trait and never know which engine serves them. The embedded [`MemoryEngine`]
-//! keeps everything in this process; a cluster engine (Redis) implements the same trait.
+//! keeps everything in this process; the [`RedisEngine`] makes every relay on one Redis one
+//! key space.
 //! An engine call returns an [`EngineFuture`]: ready at once for the memory engine (no
 //! allocation on the hot path), a boxed future for an engine that must ask the network.
 
 pub mod memory;
+pub mod redis;
 pub mod stream;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::registry::Peer;
 
+pub use self::redis::RedisEngine;
 pub use memory::MemoryEngine;
 pub use stream::{Eviction, Since};
 
@@ -74,6 +77,13 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// Whether messages are retained (`--buffer-ttl` above zero).
     fn streams_enabled(&self) -> bool;
+
+    /// Called once the relay has drained, before it exits: an engine that shares state
+    /// with other relays withdraws this relay's presence now rather than when its leases
+    /// run out. Bounded in time.
+    fn settle(&self) -> EngineFuture<'_, ()> {
+        now(())
+    }
 }
 
 /// What a delivery asks for.

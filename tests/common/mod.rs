@@ -34,6 +34,8 @@ pub struct Relay {
     pub state: Arc<RelayState>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The relay's own Redis, with NOTIFY_RELAY_TEST_REDIS set.
+    _redis: Option<RedisServer>,
 }
 
 impl Relay {
@@ -54,6 +56,12 @@ impl Relay {
         // Test clients that are not being read cannot answer the Close 1001; the drain
         // itself is tested against the real binary in tests/drain.rs.
         config.drain_timeout = Duration::from_millis(200);
+        // NOTIFY_RELAY_TEST_REDIS=1 runs each in-process relay on a redis-server of its
+        // own: the Redis engine against the Parts 1-3 tests.
+        let redis = std::env::var_os("NOTIFY_RELAY_TEST_REDIS").map(|_| RedisServer::start());
+        if let Some(redis) = &redis {
+            config.cluster.redis = Some(redis.url());
+        }
         tune(&mut config);
         let server = Server::bind(config).expect("bind 127.0.0.1:0");
         let addr = server.local_addr().expect("local addr");
@@ -62,11 +70,15 @@ impl Relay {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
+        if state.config.cluster.redis.is_some() {
+            wait_readyz(addr, 200).await;
+        }
         Relay {
             addr,
             state,
             stop: Some(stop),
             task,
+            _redis: redis,
         }
     }
 
@@ -811,4 +823,106 @@ pub async fn http_first_chunks(
         }
     }
     (status, content_type, text)
+}
+
+/// A real `redis-server` on 127.0.0.1 with a free port, no persistence, in a temporary
+/// directory; killed when dropped (resumed first if paused).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<KillOnDrop>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on the same port, with nothing in it.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs redis-server)");
+        self.child = Some(KillOnDrop::new(child));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (its data is gone).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// SIGSTOP or SIGCONT: a paused Redis keeps its connections open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Runs `redis-cli` against it and returns its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    /// A paused server is resumed, so that the kill that follows is not held up.
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+/// Waits until `GET /readyz` answers `status`.
+pub async fn wait_readyz(addr: SocketAddr, status: u16) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (got, _, body) = http_request(addr, "GET", "/readyz").await;
+        if got == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz answered {got} ({body}), not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

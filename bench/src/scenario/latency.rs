@@ -49,7 +49,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let cpu = CpuMark::start(ctx.server)?;
     let started = Instant::now();
     for _ in 0..senders {
-        let ws = ctx.target.connect(None).await?;
+        let ws = ctx.send_target.connect(None).await?;
         tasks.spawn(paced_sender(
             ws,
             per_sender,

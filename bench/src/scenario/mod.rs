@@ -27,6 +27,8 @@ use crate::target::{Target, Ws};
 pub struct Context {
     /// The relay under test.
     pub target: Target,
+    /// Where senders connect (`--send-url`; the relay under test unless given).
+    pub send_target: Target,
     /// The relay's process, for CPU and RSS (`--pid`).
     pub server: Option<ServerProcess>,
     /// Every run ends by this time, finished or not.

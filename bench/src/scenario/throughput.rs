@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let (recipients, keys) = Recipients::one_per_key(ctx, p.recipients, p.window).await?;
     let mut senders = Vec::new();
     for _ in 0..p.senders.max(1) {
-        senders.push(ctx.target.connect(None).await?);
+        senders.push(ctx.send_target.connect(None).await?);
     }
 
     let deadline = Instant::now() + ctx.max_time;

@@ -1,0 +1,2 @@
+-- The key's connections on every live relay.
+return presence(now_ms())
