@@ -509,6 +509,20 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     response
 }
 
+/// The key in a Part 3 route's path (percent-encoded), checked like a `recipient_uuid`;
+/// or the 400 answer that says why it is not one.
+fn path_key(encoded: &str, max_key_length: usize) -> Result<String, Box<Response<Body>>> {
+    let refused = |why: &'static str| {
+        let reply = crate::protocol::Reply::Refused(why.into());
+        Box::new(json(StatusCode::BAD_REQUEST, &reply.to_frame(None)))
+    };
+    let key = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| refused("the key is not valid UTF-8"))?;
+    crate::protocol::check_key(&key, max_key_length).map_err(|r| refused(r.reason()))?;
+    Ok(key.into_owned())
+}
+
 /// 405 with the methods the route takes.
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

@@ -10,10 +10,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{http_request, wait_readyz, within, Client, RedisServer, RelayProcess};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use common::{
+    http_request, http_request_with_body, wait_readyz, within, Client, RedisServer, RelayProcess,
+};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
@@ -29,30 +28,9 @@ async fn relay(redis: &RedisServer, extra: &[&str]) -> RelayProcess {
 
 /// `POST /publish/<key>` with a text body: (status, answer).
 async fn publish(addr: SocketAddr, key: &str, body: &str) -> (u16, Value) {
-    let tcp = within("tcp connect", TcpStream::connect(addr))
-        .await
-        .expect("tcp connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method("POST")
-        .uri(format!("/publish/{key}"))
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = within("http response", sender.send_request(request))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
+    let path = format!("/publish/{key}");
+    let (status, _, text) = http_request_with_body(addr, &path, body).await;
+    (status, serde_json::from_str(&text).expect("JSON answer"))
 }
 
 /// `GET /presence/<key>`: the connections count.

@@ -8,12 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{eventually, within, Relay};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use notify_relay::metrics::CloseReason;
 use serde_json::json;
-use tokio::net::TcpStream;
 
 /// One parsed event.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -35,33 +33,12 @@ struct Subscription {
 
 impl Subscription {
     async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
-        let tcp = within("tcp connect", TcpStream::connect(addr))
-            .await
-            .expect("tcp connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("http handshake");
-        tokio::spawn(conn);
-        let mut request = hyper::Request::builder()
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("accept", "text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Empty::<Bytes>::new()).expect("request");
-        let response = within("response", sender.send_request(request))
-            .await
-            .expect("response");
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let mut all = vec![("accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let response = common::http_send(addr, "GET", path, &all, "").await;
         Subscription {
             status: response.status().as_u16(),
-            content_type,
+            content_type: common::content_type(&response),
             body: response.into_body(),
             buffer: String::new(),
             comments: 0,

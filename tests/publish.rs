@@ -5,12 +5,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{within, Relay};
-use http_body_util::{BodyExt, Full};
+use common::Relay;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 /// One HTTP/1.1 request with a body: (status, parsed JSON body or the text as a string).
 async fn post(
@@ -20,32 +17,8 @@ async fn post(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (u16, Value) {
-    let tcp = within("tcp connect", TcpStream::connect(addr))
-        .await
-        .expect("tcp connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(body.into())).expect("request");
-    let response = within("http response", sender.send_request(request))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (status, _, text) =
+        common::http_read(common::http_send(addr, method, path, headers, body).await).await;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
 }

@@ -16,17 +16,16 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use log::{info, warn};
-use percent_encoding::percent_decode_str;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{json, method_not_allowed, Body};
+use super::{json, method_not_allowed, path_key, Body};
 use crate::engine::{Position, Since, Start};
 use crate::log_text::escaped;
 use crate::metrics::CloseReason;
 use crate::outbox::Drained;
-use crate::protocol::{self, Reply};
+use crate::protocol::Reply;
 use crate::registry::Peer;
 use crate::state::RelayState;
 
@@ -60,18 +59,10 @@ pub(super) async fn serve(
     if *method != Method::GET {
         return method_not_allowed("GET");
     }
-    let refused = |why: &'static str| {
-        json(
-            StatusCode::BAD_REQUEST,
-            &Reply::Refused(why.into()).to_frame(None),
-        )
+    let key = match path_key(encoded, state.config.max_key_length) {
+        Ok(key) => key,
+        Err(refused) => return *refused,
     };
-    let Ok(key) = percent_decode_str(encoded).decode_utf8() else {
-        return refused("the key is not valid UTF-8");
-    };
-    if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
-        return refused(rejection.reason());
-    }
     let since = starting_point(headers, query);
     let peer = Peer::new(state.config.outbox_limits());
     if state
@@ -102,7 +93,7 @@ pub(super) async fn serve(
     );
     let every = state.config.ping_interval;
     let stream = EventStream {
-        key: key.into_owned().into(),
+        key: key.into(),
         peer,
         state,
         keep_alive: interval_at(Instant::now() + every, every),

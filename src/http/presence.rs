@@ -1,11 +1,10 @@
 //! `GET /presence/<KEY>`: whether anyone is connected under a key, and how many.
 
 use hyper::{Method, Response, StatusCode};
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use super::{json, method_not_allowed, Body};
-use crate::protocol::{self, Reply};
+use super::{json, method_not_allowed, path_key, Body};
+use crate::protocol::Reply;
 use crate::state::RelayState;
 
 /// The body of a presence answer.
@@ -21,18 +20,10 @@ pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) ->
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed("GET, HEAD");
     }
-    let refused = |why: &'static str| {
-        json(
-            StatusCode::BAD_REQUEST,
-            &Reply::Refused(why.into()).to_frame(None),
-        )
+    let key = match path_key(encoded, state.config.max_key_length) {
+        Ok(key) => key,
+        Err(refused) => return *refused,
     };
-    let Ok(key) = percent_decode_str(encoded).decode_utf8() else {
-        return refused("the key is not valid UTF-8");
-    };
-    if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
-        return refused(rejection.reason());
-    }
     match state.engine.presence(&key).await {
         Ok(connections) => json(
             StatusCode::OK,

@@ -12,10 +12,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
-use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 
-use super::{json, method_not_allowed, Body};
+use super::{json, method_not_allowed, path_key, Body};
 use crate::engine::{Outgoing, Payload};
 use crate::protocol::{self, Command, Frame, Reply, ReplyFrame, MAX_COLLAPSE_LENGTH};
 use crate::publish::publish as publish_message;
@@ -37,9 +36,9 @@ pub(super) async fn serve(
     let from = Http(remote);
     let key = match rest.strip_prefix('/') {
         None if rest.is_empty() => None,
-        Some(encoded) => match percent_decode_str(encoded).decode_utf8() {
-            Ok(key) => Some(key.into_owned()),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "the key is not valid UTF-8"),
+        Some(encoded) => match path_key(encoded, state.config.max_key_length) {
+            Ok(key) => Some(key),
+            Err(refused) => return *refused,
         },
         None => return super::not_found(),
     };
@@ -55,9 +54,6 @@ pub(super) async fn serve(
                 Ok(message) => message,
                 Err(why) => return error(StatusCode::BAD_REQUEST, why),
             };
-            if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
-                return error(StatusCode::BAD_REQUEST, rejection.reason());
-            }
             let mut warn = |line: std::fmt::Arguments<'_>| state.log_limit.warn(line);
             answer(&publish_message(state, &from, &key, message, &mut warn).await)
         }

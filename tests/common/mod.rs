@@ -275,8 +275,19 @@ pub async fn http_request_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
+    http_read(http_send(addr, method, path, headers, "").await).await
+}
+
+/// Sends one HTTP/1.1 request with `body` on a new connection (hyper's client) and
+/// returns the response, its body not read yet (a stream, for Server-Sent Events).
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<hyper::body::Bytes>,
+) -> hyper::Response<hyper::body::Incoming> {
+    use http_body_util::Full;
     use hyper_util::rt::TokioIo;
 
     let tcp = within("tcp connect", TcpStream::connect(addr))
@@ -293,27 +304,36 @@ pub async fn http_request_with(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).expect("request");
-    let response = within("http response", sender.send_request(request))
+    let request = request.body(Full::new(body.into())).expect("request");
+    within("http response", sender.send_request(request))
         .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let content_type = response
+        .expect("response")
+}
+
+/// The content type of `response`, or "".
+pub fn content_type(response: &hyper::Response<hyper::body::Incoming>) -> String {
+    response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_owned();
-    let body = response
-        .into_body()
-        .collect()
+        .to_owned()
+}
+
+/// Reads a whole response: (status, content type, body as text).
+pub async fn http_read(response: hyper::Response<hyper::body::Incoming>) -> (u16, String, String) {
+    use http_body_util::BodyExt;
+
+    let status = response.status().as_u16();
+    let content_type = content_type(&response);
+    let bytes = within("http body", response.into_body().collect())
         .await
         .expect("body")
         .to_bytes();
     (
         status,
         content_type,
-        String::from_utf8_lossy(&body).into_owned(),
+        String::from_utf8_lossy(&bytes).into_owned(),
     )
 }
 
@@ -734,44 +754,7 @@ pub async fn http_request_with_body(
     path: &str,
     body: &str,
 ) -> (u16, String, String) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
-
-    let tcp = within("tcp connect", TcpStream::connect(addr))
-        .await
-        .expect("tcp connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = within("http response", sender.send_request(request))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        content_type,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+    http_read(http_send(addr, "POST", path, &[], body.to_owned()).await).await
 }
 
 /// Opens a streaming GET (Server-Sent Events) and reads until `events` events with data
@@ -782,35 +765,12 @@ pub async fn http_first_chunks(
     headers: &[(&str, &str)],
     events: usize,
 ) -> (u16, String, String) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
+    use http_body_util::BodyExt;
 
-    let tcp = within("tcp connect", TcpStream::connect(addr))
-        .await
-        .expect("tcp connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let mut request = hyper::Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("accept", "text/event-stream");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Empty::<Bytes>::new()).expect("request");
-    let response = within("http response", sender.send_request(request))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let mut all = vec![("accept", "text/event-stream")];
+    all.extend_from_slice(headers);
+    let response = http_send(addr, "GET", path, &all, "").await;
+    let (status, content_type) = (response.status().as_u16(), content_type(&response));
     let mut body = response.into_body();
     let mut text = String::new();
     while text.matches("\ndata: ").count() + usize::from(text.starts_with("data: ")) < events {
