@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::AuthConfig;
 use crate::outbox::OutboxLimits;
 use crate::protocol::GREETING;
 
@@ -136,6 +137,10 @@ pub struct Config {
     /// Retention of messages in per-key streams.
     #[command(flatten)]
     pub streams: StreamConfig,
+
+    /// Access control (Part 5): registration and publisher tokens.
+    #[command(flatten)]
+    pub auth: AuthConfig,
 }
 
 /// Per-key streams: how many messages each key keeps, for how long, and the memory all of
@@ -186,6 +191,7 @@ impl Default for Config {
             reuse_port: false,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             streams: StreamConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::UNAUTHORIZED;
 use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
@@ -62,7 +63,8 @@ pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
 type Ended = Result<(), CloseReason>;
 
 /// Serves one upgraded WebSocket until it closes. `slot` (the connection's share of
-/// `max_connections`) is held until the socket is closed.
+/// `max_connections`) is held until the socket is closed. `may_publish`: whether its
+/// handshake carried a publisher token (or none is required).
 ///
 /// A plain function returning the task's future, so the socket is stored once in that
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
@@ -73,6 +75,7 @@ pub fn serve(
     state: Arc<RelayState>,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
+    may_publish: bool,
 ) -> impl Future<Output = ()> + Send {
     ws.get_mut().set_limit(state.config.message_timeout);
     let mut connection = Connection {
@@ -86,6 +89,7 @@ pub fn serve(
         log_limit: None,
         ws,
         state,
+        may_publish,
         _slot: slot,
     };
     // An async block that uses `connection` in place: an `async fn` taking it by value
@@ -116,6 +120,8 @@ struct Connection {
     ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
     state: Arc<RelayState>,
+    /// Whether its deliveries are accepted (Part 5 publisher tokens).
+    may_publish: bool,
     /// This connection's share of `max_connections`, released when it is dropped.
     _slot: OwnedSemaphorePermit,
 }
@@ -199,8 +205,7 @@ impl Connection {
         match message {
             Message::Text(text) => {
                 self.state.metrics.frames_received.inc();
-                self.on_text(&text).await;
-                Ok(())
+                self.on_text(&text).await
             }
             Message::Binary(data) => {
                 self.state.metrics.frames_received.inc();
@@ -223,27 +228,30 @@ impl Connection {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
-        let Request { id, command } = match protocol::parse(text, self.state.config.max_key_length)
-        {
-            Frame::Request(request) => request,
-            Frame::Ignored(why) => {
-                let id = self.peer.id;
-                self.log_limited(
-                    Level::Warn,
-                    format_args!(
-                        "conn {}: frame ignored ({}): {}",
-                        id,
-                        why.as_str(),
-                        preview(text)
-                    ),
-                );
-                self.state.metrics.dropped(DropReason::Ignored(why), 1);
-                return;
-            }
-        };
+    async fn on_text(&mut self, text: &str) -> Ended {
+        let Request { id, command, token } =
+            match protocol::parse(text, self.state.config.max_key_length) {
+                Frame::Request(request) => request,
+                Frame::Ignored(why) => {
+                    let id = self.peer.id;
+                    self.log_limited(
+                        Level::Warn,
+                        format_args!(
+                            "conn {}: frame ignored ({}): {}",
+                            id,
+                            why.as_str(),
+                            preview(text)
+                        ),
+                    );
+                    self.state.metrics.dropped(DropReason::Ignored(why), 1);
+                    return Ok(());
+                }
+            };
         let reply = match command {
             Ok(Command::Register { key, since }) => {
+                if let Err(refusal) = self.state.access.check_registration(token.as_deref(), &key) {
+                    return self.refuse_registration(id, &key, refusal).await;
+                }
                 // The reply goes ahead of what the registration is owed (pending messages,
                 // a resume's replay), so the engine queues it first.
                 let streams = self.state.engine.streams_enabled();
@@ -254,9 +262,20 @@ impl Connection {
                     })
                 });
                 match self.register(key, since, preamble).await {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
                     Err(unavailable) => unavailable,
                 }
+            }
+            Ok(Command::Deliver { .. }) if !self.may_publish => {
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {id}: delivery refused: no publisher token in its handshake"
+                    ),
+                );
+                self.state.metrics.dropped(DropReason::Unauthorized, 1);
+                Reply::Refused(UNAUTHORIZED.into())
             }
             Ok(Command::Deliver { to, message }) => {
                 let state = Arc::clone(&self.state);
@@ -264,10 +283,28 @@ impl Connection {
                 let mut log = |line: fmt::Arguments<'_>| self.log_limited(Level::Warn, line);
                 publish(&state, &from, &to, message, &mut log).await
             }
-            Ok(Command::Presence { key }) => match self.state.engine.presence(&key).await {
-                Ok(connections) => Reply::Presence(connections),
-                Err(_) => Reply::Unavailable,
-            },
+            Ok(Command::Presence { key }) => {
+                match self.state.access.check_registration(token.as_deref(), &key) {
+                    Err(refusal) => {
+                        self.state.metrics.auth_refused(refusal);
+                        let id = self.peer.id;
+                        self.log_limited(
+                            Level::Warn,
+                            format_args!(
+                                "conn {}: presence of {} refused ({} token)",
+                                id,
+                                escaped(&key),
+                                refusal.as_str()
+                            ),
+                        );
+                        Reply::Refused(UNAUTHORIZED.into())
+                    }
+                    Ok(()) => match self.state.engine.presence(&key).await {
+                        Ok(connections) => Reply::Presence(connections),
+                        Err(_) => Reply::Unavailable,
+                    },
+                }
+            }
             Err(rejection) => {
                 let id = self.peer.id;
                 self.log_limited(
@@ -288,10 +325,39 @@ impl Connection {
         let encoded = match (id, reply) {
             (Some(id), reply) => reply.encode(Some(id)),
             (None, Reply::Error(Rejection::InvalidId)) => protocol::encode_invalid_id_reply(),
-            (None, _) => return,
+            (None, _) => return Ok(()),
         };
         // Replies share the outbox with deliveries: one bounded queue, one writer.
         self.peer.outbox.push_owed(encoded.into());
+        Ok(())
+    }
+
+    /// Refuses a registration for its token: the error reply when the frame has an id,
+    /// written out with everything queued before it, then the connection ends (Close
+    /// 1008 "unauthorized"). Whatever key it held is released as it closes.
+    async fn refuse_registration(
+        &mut self,
+        id: Option<protocol::ReplyId<'_>>,
+        key: &str,
+        refusal: crate::auth::Refusal,
+    ) -> Ended {
+        self.state.metrics.auth_refused(refusal);
+        let conn = self.peer.id;
+        self.log_limited(
+            Level::Warn,
+            format_args!(
+                "conn {}: registration as {} refused ({} token)",
+                conn,
+                escaped(key),
+                refusal.as_str()
+            ),
+        );
+        if let Some(id) = id {
+            let reply = Reply::Refused(UNAUTHORIZED.into()).encode(Some(id));
+            self.peer.outbox.push_owed(reply.into());
+        }
+        self.write_queued().await?;
+        Err(CloseReason::Unauthorized)
     }
 
     /// Subscribes this connection under `key` (leaving its previous key), with `preamble`
@@ -437,6 +503,7 @@ impl Connection {
                 self.close_desynced(CloseCode::Protocol, "protocol error")
                     .await
             }
+            CloseReason::Unauthorized => self.close(CloseCode::Policy, UNAUTHORIZED).await,
             CloseReason::MessageTimeout => {
                 // The rest of the message may still be arriving.
                 let limit = self.state.config.message_timeout;

@@ -40,6 +40,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, Refusal, UNAUTHORIZED};
 use crate::capacity::Admission;
 use crate::connection::{self, Socket};
 use crate::log_text::escaped;
@@ -214,9 +215,11 @@ impl Routes {
             Api::Publish(rest) => {
                 Box::pin(async move { Ok(publish::serve(&state, remote, request, &rest).await) })
             }
-            Api::Presence(key) => {
-                Box::pin(async move { Ok(presence::serve(&state, request.method(), &key).await) })
-            }
+            Api::Presence(key) => Box::pin(async move {
+                let (parts, _body) = request.into_parts();
+                let query = parts.uri.query();
+                Ok(presence::serve(&state, &parts.method, &parts.headers, query, &key).await)
+            }),
             Api::Events(key) => {
                 // A subscriber holds a connection slot, like a WebSocket.
                 let slot = match self.admit() {
@@ -341,6 +344,11 @@ impl Routes {
             Err(refused) => return *refused,
         };
 
+        let access = &self.state.access;
+        let may_publish = !access.publish_token_required()
+            || access.may_publish(
+                auth::request_token(request.headers(), request.uri().query()).as_deref(),
+            );
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
@@ -353,7 +361,14 @@ impl Routes {
                 Ok(upgraded) => {
                     let config = state.websocket;
                     if let Some(ws) = into_websocket(upgraded, config).await {
-                        tracker.spawn(connection::serve(ws, remote, state, shutdown, slot));
+                        tracker.spawn(connection::serve(
+                            ws,
+                            remote,
+                            state,
+                            shutdown,
+                            slot,
+                            may_publish,
+                        ));
                     }
                 }
                 Err(error) => debug!("upgrade from {remote} failed: {error}"),
@@ -505,6 +520,50 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Checks the registration token of an HTTP request for `key` (Part 5): `Authorization:
+/// Bearer`, else `?token=`. The refusal is counted, logged within the shared budget, and
+/// answered 401.
+fn check_token(
+    state: &RelayState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    key: &str,
+) -> Result<(), Box<Response<Body>>> {
+    if !state.access.registration_required() {
+        return Ok(());
+    }
+    let token = auth::request_token(headers, query);
+    state
+        .access
+        .check_registration(token.as_deref(), key)
+        .map_err(|refusal| {
+            state.metrics.auth_refused(refusal);
+            state.log_limit.warn(format_args!(
+                "http request for {} refused ({} token)",
+                escaped(key),
+                refusal.as_str()
+            ));
+            Box::new(unauthorized(Some(refusal)))
+        })
+}
+
+/// 401 with `WWW-Authenticate: Bearer` (RFC 6750) and the contract's error object.
+fn unauthorized(refusal: Option<Refusal>) -> Response<Body> {
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        &crate::protocol::Reply::Refused(UNAUTHORIZED.into()).to_frame(None),
+    );
+    let challenge = match refusal {
+        None | Some(Refusal::Missing) => "Bearer",
+        Some(_) => "Bearer error=\"invalid_token\"",
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
     );
     response
 }

@@ -5,6 +5,7 @@
 //! and receive every message any client addresses to that key.
 //!
 //! Layout, one responsibility per module:
+//! - [`auth`]: access control: registration tokens (HS256 JWT) and publisher tokens.
 //! - [`config`]: every setting and limit, with its default (clap).
 //! - [`server`]: the listening socket, the accept loop, the drain.
 //! - [`capacity`]: the connection limit, and the allowance past it for health checks.
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod capacity;
 pub mod config;
 pub mod connection;

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::auth::Refusal;
 use crate::engine::Eviction;
 use crate::protocol::{Ignored, Rejection};
 
@@ -27,10 +28,12 @@ pub enum DropReason {
     SlowConsumer,
     /// The engine could not take the message (a cluster engine lost its backend).
     Unavailable,
+    /// A delivery from a WebSocket connection whose handshake had no publisher token.
+    Unauthorized,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 16] = [
+    const ALL: [DropReason; 17] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -47,6 +50,7 @@ impl DropReason {
         DropReason::NoRecipient,
         DropReason::SlowConsumer,
         DropReason::Unavailable,
+        DropReason::Unauthorized,
     ];
 
     /// The `reason` label value.
@@ -58,6 +62,7 @@ impl DropReason {
             DropReason::NoRecipient => "no_recipient",
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::Unavailable => "cluster_unavailable",
+            DropReason::Unauthorized => "unauthorized",
         }
     }
 
@@ -87,10 +92,12 @@ pub enum CloseReason {
     ProtocolError,
     /// A message stayed unfinished longer than `--message-timeout` (Close 1008).
     MessageTimeout,
+    /// A registration without a valid token (Close 1008 "unauthorized").
+    Unauthorized,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 9] = [
+    const ALL: [CloseReason; 10] = [
         CloseReason::ClientClose,
         CloseReason::Reset,
         CloseReason::Shutdown,
@@ -100,6 +107,7 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::ProtocolError,
         CloseReason::MessageTimeout,
+        CloseReason::Unauthorized,
     ];
 
     /// The `reason` label value.
@@ -114,6 +122,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::MessageTimeout => "message_timeout",
+            CloseReason::Unauthorized => "unauthorized",
         }
     }
 
@@ -223,6 +232,10 @@ pub struct Metrics {
     /// Per-reason handles of `handshakes_rejected`, indexed by
     /// [`HandshakeRejection::index`].
     handshakes_rejected: Vec<Counter>,
+    /// Per-reason handles of `auth_refused`, indexed like [`Refusal::ALL`].
+    auth_refused: Vec<Counter>,
+    /// HTTP publishes refused with 401 (no or a wrong publisher token).
+    pub publish_unauthorized: Counter,
 }
 
 impl Default for Metrics {
@@ -401,8 +414,32 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let auth_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Registrations, event streams and presence requests refused for their token, \
+             by reason (missing, invalid, expired, wrong_key)",
+            auth_family.clone(),
+        );
+        let auth_refused = Refusal::ALL
+            .iter()
+            .map(|r| {
+                auth_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
+        let publish_unauthorized = Counter::default();
+        registry.register(
+            "publish_unauthorized",
+            "HTTP publishes refused with 401: no or a wrong publisher token \
+             (WebSocket deliveries: messages_dropped reason unauthorized)",
+            publish_unauthorized.clone(),
+        );
         Self {
             registry,
+            auth_refused,
+            publish_unauthorized,
             connections,
             event_streams,
             connections_opened,
@@ -469,6 +506,13 @@ impl Metrics {
         self.handshakes_rejected
             .get(reason.index())
             .map_or(0, Counter::get)
+    }
+
+    /// Counts one token refused for `reason`.
+    pub fn auth_refused(&self, reason: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
+            self.auth_refused[i].inc();
+        }
     }
 
     /// The current value of the drop counter for `reason`.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::auth::Access;
 use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine};
@@ -36,6 +37,8 @@ pub struct RelayState {
     pub readiness: Readiness,
     /// The budget of client-triggered log lines all connections share.
     pub log_limit: Arc<SharedLogLimit>,
+    /// Who may register, listen and publish (Part 5), derived once from `config.auth`.
+    pub access: Access,
 }
 
 impl RelayState {
@@ -49,6 +52,7 @@ impl RelayState {
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics)));
         Self {
+            access: Access::new(&config.auth),
             capacity: Capacity::new(config.max_connections),
             config,
             engine,

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod token;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -39,6 +40,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 pub use backoff::Backoff;
+pub use token::{registration_token, sign as sign_token};
 
 /// The relay address used when none is given (the original's port, this machine).
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:8765/";

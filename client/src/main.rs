@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use notify_relay_client::{
-    check_url, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
+    check_url, registration_token, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -101,10 +101,26 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+    /// Print a registration token for UUID (an HS256 JWT with sub and exp), signed with
+    /// the relay's --auth-secret taken from NOTIFY_RELAY_AUTH_SECRET (never from the
+    /// command line, where other users could read it).
+    Token {
+        /// The key the token lets its holder register under, listen to and ask about.
+        uuid: String,
+        /// How long the token is valid (e.g. 1h, 15m).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
+
+/// Where `token` reads the secret from.
+const SECRET_VARIABLE: &str = "NOTIFY_RELAY_AUTH_SECRET";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Token { uuid, ttl } = &cli.command {
+        return ExitCode::from(print_token(uuid, *ttl));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -159,9 +175,24 @@ fn main() -> ExitCode {
                 };
                 listen(&session, since, &mut interrupt).await
             }
+            Command::Token { uuid, ttl } => print_token(&uuid, ttl),
         }
     });
     ExitCode::from(code)
+}
+
+/// `token`: prints a registration token for `uuid`, or says why it cannot.
+fn print_token(uuid: &str, ttl: Duration) -> u8 {
+    match std::env::var(SECRET_VARIABLE) {
+        Ok(secret) if !secret.is_empty() => {
+            println!("{}", registration_token(secret.as_bytes(), uuid, ttl));
+            EXIT_OK
+        }
+        _ => {
+            eprintln!("notify-relay-client: set {SECRET_VARIABLE} to the relay's --auth-secret");
+            EXIT_USAGE
+        }
+    }
 }
 
 /// `--url`: only a ws:// URL is a relay address (exit 2 otherwise, like any bad flag).

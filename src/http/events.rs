@@ -21,7 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{json, method_not_allowed, Body};
+use super::{check_token, json, method_not_allowed, Body};
 use crate::engine::{Position, Since, Start};
 use crate::log_text::escaped;
 use crate::metrics::CloseReason;
@@ -71,6 +71,9 @@ pub(super) async fn serve(
     };
     if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
         return refused(rejection.reason());
+    }
+    if let Err(refusal) = check_token(&state, headers, query, &key) {
+        return *refusal;
     }
     let since = starting_point(headers, query);
     let peer = Peer::new(state.config.outbox_limits());

@@ -1,10 +1,11 @@
 //! `GET /presence/<KEY>`: whether anyone is connected under a key, and how many.
 
+use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use super::{json, method_not_allowed, Body};
+use super::{check_token, json, method_not_allowed, Body};
 use crate::protocol::{self, Reply};
 use crate::state::RelayState;
 
@@ -17,7 +18,13 @@ struct Presence<'a> {
 }
 
 /// Serves `GET /presence/<KEY>` (`encoded` is the percent-encoded key).
-pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) -> Response<Body> {
+pub(super) async fn serve(
+    state: &RelayState,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    encoded: &str,
+) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed("GET, HEAD");
     }
@@ -32,6 +39,9 @@ pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) ->
     };
     if let Err(rejection) = protocol::check_key(&key, state.config.max_key_length) {
         return refused(rejection.reason());
+    }
+    if let Err(refusal) = check_token(state, headers, query, &key) {
+        return *refusal;
     }
     match state.engine.presence(&key).await {
         Ok(connections) => json(

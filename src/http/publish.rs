@@ -16,6 +16,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 
 use super::{json, method_not_allowed, Body};
+use crate::auth;
 use crate::engine::{Outgoing, Payload};
 use crate::protocol::{self, Command, Frame, Reply, ReplyFrame, MAX_COLLAPSE_LENGTH};
 use crate::publish::publish as publish_message;
@@ -33,6 +34,13 @@ pub(super) async fn serve(
 ) -> Response<Body> {
     if request.method() != Method::POST {
         return method_not_allowed("POST");
+    }
+    if !state.access.may_publish(auth::bearer(request.headers())) {
+        state.metrics.publish_unauthorized.inc();
+        state.log_limit.warn(format_args!(
+            "http publish from {remote} refused: no or a wrong publisher token"
+        ));
+        return super::unauthorized(None);
     }
     let from = Http(remote);
     let key = match rest.strip_prefix('/') {
