@@ -377,3 +377,35 @@ async fn the_client_cli_mints_tokens_the_relay_accepts() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(output.stdout.is_empty());
 }
+
+/// The cost of checking one registration token (what `--auth-secret` adds to each
+/// registration), printed, not asserted: `cargo test --release --test auth --
+/// --ignored --nocapture token_verification_cost`.
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn token_verification_cost() {
+    use notify_relay::auth::{Access, AuthConfig};
+    const ROUNDS: u32 = 200_000;
+    let key = "3f2a6c1e-9b7d-4e5f-8a1b-2c3d4e5f6a7b";
+    let token = token(SECRET, key);
+    for (label, previous) in [
+        ("one secret", None),
+        ("two secrets (rotation)", Some(OLD_SECRET)),
+    ] {
+        let access = Access::new(&AuthConfig {
+            auth_secret: Some(SECRET.into()),
+            auth_secret_previous: previous.map(str::to_owned),
+            ..AuthConfig::default()
+        });
+        let start = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            let checked = access.check_registration(Some(std::hint::black_box(&token)), key);
+            assert_eq!(std::hint::black_box(checked), Ok(()));
+        }
+        let per = start.elapsed() / ROUNDS;
+        println!(
+            "token verification, {label}: {:.2} µs per registration",
+            per.as_nanos() as f64 / 1000.0
+        );
+    }
+}
