@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, Mac};
-use hyper::header::{self, HeaderMap};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -72,6 +72,12 @@ pub struct AuthConfig {
     /// skipped).
     #[arg(long, env = "NOTIFY_RELAY_PUBLISH_TOKEN_FILE")]
     pub publish_token_file: Option<PathBuf>,
+
+    /// Origins (e.g. https://app.example) whose pages may open a WebSocket or an event
+    /// stream, comma-separated; other Origin headers get 403. Requests without Origin
+    /// (non-browser clients) are allowed. Unset: any origin.
+    #[arg(long, env = "NOTIFY_RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Secrets stay out of `{:?}` output (a logged or printed configuration).
@@ -87,6 +93,7 @@ impl fmt::Debug for AuthConfig {
             )
             .field("publish_tokens", &self.publish_tokens.len())
             .field("publish_token_file", &self.publish_token_file)
+            .field("allowed_origins", &self.allowed_origins)
             .finish()
     }
 }
@@ -183,6 +190,8 @@ pub struct Access {
     secrets: Vec<Vec<u8>>,
     /// SHA-256 digests of the publisher tokens; empty: publishing is open.
     publish_digests: Vec<[u8; 32]>,
+    /// The allowed `Origin` values, without a trailing `/`; empty: any origin.
+    allowed_origins: Vec<String>,
 }
 
 impl fmt::Debug for Access {
@@ -209,10 +218,51 @@ impl Access {
             .filter(|token| !token.is_empty())
             .map(|token| digest(token))
             .collect();
+        let allowed_origins = config
+            .allowed_origins
+            .iter()
+            .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect();
         Self {
             secrets,
             publish_digests,
+            allowed_origins,
         }
+    }
+
+    /// Whether a request from a browser page may open a WebSocket or an event stream:
+    /// no list, no `Origin` header (not a browser), or an `Origin` on the list.
+    pub fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        self.allowed_origins.is_empty() || self.allowed_origin(headers) != Some(false)
+    }
+
+    /// The value of `Access-Control-Allow-Origin` for a request: `*` without a list, the
+    /// request's own `Origin` when it is on the list, else none.
+    pub fn cors_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        if self.allowed_origins.is_empty() {
+            return Some(HeaderValue::from_static("*"));
+        }
+        headers
+            .get(header::ORIGIN)
+            .filter(|_| self.allowed_origin(headers) == Some(true))
+            .cloned()
+    }
+
+    /// `None` without an `Origin` header, else whether it is on the list.
+    fn allowed_origin(&self, headers: &HeaderMap) -> Option<bool> {
+        let origin = headers.get(header::ORIGIN)?;
+        let origin = origin.to_str().unwrap_or_default();
+        Some(
+            self.allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin)),
+        )
+    }
+
+    /// Whether an origin list is set (CORS answers then vary by `Origin`).
+    pub fn restricts_origins(&self) -> bool {
+        !self.allowed_origins.is_empty()
     }
 
     /// Whether registering, event streams and presence need a token.

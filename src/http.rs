@@ -194,18 +194,13 @@ impl Routes {
     /// Serves a Part 3 route. Pages on other origins may call them (a browser's
     /// EventSource or fetch), as they may open the WebSocket: CORS allows any origin.
     fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
+        let allow_origin = self.state.access.cors_origin(request.headers());
+        let vary = self.state.access.restricts_origins();
         if request.method() == Method::OPTIONS {
-            return Box::pin(ready(Ok(preflight())));
+            return Box::pin(ready(Ok(cors(preflight(), allow_origin, vary))));
         }
         let responding = self.route_api(route, request);
-        Box::pin(async move {
-            let mut response = responding.await?;
-            response.headers_mut().insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-            Ok(response)
-        })
+        Box::pin(async move { Ok(cors(responding.await?, allow_origin, vary)) })
     }
 
     fn route_api(&self, route: Api, request: Request<Incoming>) -> Responding {
@@ -221,6 +216,9 @@ impl Routes {
                 Ok(presence::serve(&state, &parts.method, &parts.headers, query, &key).await)
             }),
             Api::Events(key) => {
+                if let Err(refused) = self.check_origin(request.headers()) {
+                    return Box::pin(ready(Ok(*refused)));
+                }
                 // A subscriber holds a connection slot, like a WebSocket.
                 let slot = match self.admit() {
                     Ok(slot) => slot,
@@ -240,6 +238,29 @@ impl Routes {
                 })
             }
         }
+    }
+
+    /// Refuses (403, counted) a browser page from an origin not in `--allowed-origins`.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        if self.state.access.origin_allowed(headers) {
+            return Ok(());
+        }
+        self.state
+            .metrics
+            .handshake_rejected(HandshakeRejection::Origin);
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|origin| String::from_utf8_lossy(origin.as_bytes()).into_owned())
+            .unwrap_or_default();
+        self.state.log_limit.warn(format_args!(
+            "refusing {}: origin {} is not in --allowed-origins",
+            self.remote,
+            escaped(&origin)
+        ));
+        Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "Failed to open a connection: this origin is not allowed.\n",
+        )))
     }
 
     /// A connection slot for a long-lived connection (WebSocket or event stream), or the
@@ -339,6 +360,9 @@ impl Routes {
             Ok(accept) => accept,
             Err(bad) => return self.refuse_handshake(&request, bad),
         };
+        if let Err(refused) = self.check_origin(request.headers()) {
+            return *refused;
+        }
         let slot = match self.admit() {
             Ok(slot) => slot,
             Err(refused) => return *refused,
@@ -482,15 +506,28 @@ async fn into_websocket(
     }
 }
 
-/// The answer to a CORS preflight on a Part 3 route.
+/// `response` with its CORS answer: `allow_origin` (`*`, or the allowed origin echoed),
+/// and `Vary: Origin` when the answer depends on it.
+fn cors(
+    mut response: Response<Body>,
+    allow_origin: Option<HeaderValue>,
+    vary: bool,
+) -> Response<Body> {
+    let headers = response.headers_mut();
+    if let Some(origin) = allow_origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    if vary {
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// The answer to a CORS preflight on a Part 3 route (its origin is added by [`cors`]).
 fn preflight() -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST"),

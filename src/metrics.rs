@@ -149,10 +149,12 @@ pub enum HandshakeRejection {
     Version,
     /// A request header section over the limit (431, answered by hyper).
     HeadersTooLarge,
+    /// An `Origin` not in `--allowed-origins` (403; WebSocket handshakes and event streams).
+    Origin,
 }
 
 impl HandshakeRejection {
-    const ALL: [HandshakeRejection; 7] = [
+    const ALL: [HandshakeRejection; 8] = [
         HandshakeRejection::Method,
         HandshakeRejection::HttpVersion,
         HandshakeRejection::Host,
@@ -160,6 +162,7 @@ impl HandshakeRejection {
         HandshakeRejection::Key,
         HandshakeRejection::Version,
         HandshakeRejection::HeadersTooLarge,
+        HandshakeRejection::Origin,
     ];
 
     /// The `reason` label value.
@@ -172,6 +175,7 @@ impl HandshakeRejection {
             HandshakeRejection::Key => "key",
             HandshakeRejection::Version => "version",
             HandshakeRejection::HeadersTooLarge => "headers_too_large",
+            HandshakeRejection::Origin => "origin",
         }
     }
 
