@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::AuthConfig;
+use crate::limits::LimitsConfig;
 use crate::outbox::OutboxLimits;
 use crate::protocol::GREETING;
 
@@ -141,6 +142,10 @@ pub struct Config {
     /// Access control (Part 5): registration and publisher tokens.
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    /// Rate limits (Part 5): per client IP and per connection.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 }
 
 /// Per-key streams: how many messages each key keeps, for how long, and the memory all of
@@ -192,6 +197,7 @@ impl Default for Config {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             streams: StreamConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::auth::UNAUTHORIZED;
 use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::limits::{FrameLimit, FrameVerdict, IpSlot};
 use crate::log_limit::{self, Admit, LogLimit};
 use crate::log_text::{escaped, preview};
 use crate::message_timeout::{MessageTimedOut, MessageTimeout};
@@ -62,9 +63,18 @@ pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
 /// A connection that ends with a reason.
 type Ended = Result<(), CloseReason>;
 
-/// Serves one upgraded WebSocket until it closes. `slot` (the connection's share of
-/// `max_connections`) is held until the socket is closed. `may_publish`: whether its
-/// handshake carried a publisher token (or none is required).
+/// What the handshake granted a connection, held until the socket is closed.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Its share of `--max-connections`.
+    pub slot: OwnedSemaphorePermit,
+    /// Its place in its client IP's `--max-connections-per-ip`, when that is set.
+    pub per_ip: Option<IpSlot>,
+    /// Whether its handshake carried a publisher token (or none is required).
+    pub may_publish: bool,
+}
+
+/// Serves one upgraded WebSocket until it closes.
 ///
 /// A plain function returning the task's future, so the socket is stored once in that
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
@@ -74,10 +84,10 @@ pub fn serve(
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
-    slot: OwnedSemaphorePermit,
-    may_publish: bool,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
     ws.get_mut().set_limit(state.config.message_timeout);
+    let frame_limit = FrameLimit::new(&state.config.limits, Instant::now());
     let mut connection = Connection {
         peer: Peer::new(state.config.outbox_limits()),
         heartbeat: Heartbeat::new(
@@ -89,8 +99,8 @@ pub fn serve(
         log_limit: None,
         ws,
         state,
-        may_publish,
-        _slot: slot,
+        frame_limit,
+        admitted,
     };
     // An async block that uses `connection` in place: an `async fn` taking it by value
     // would store it twice (rust-lang/rust#62958).
@@ -120,10 +130,10 @@ struct Connection {
     ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
     state: Arc<RelayState>,
-    /// Whether its deliveries are accepted (Part 5 publisher tokens).
-    may_publish: bool,
-    /// This connection's share of `max_connections`, released when it is dropped.
-    _slot: OwnedSemaphorePermit,
+    /// Its `--frame-rate` bucket, when that is set.
+    frame_limit: Option<Box<FrameLimit>>,
+    /// Its connection slots (released when it is dropped) and publishing right.
+    admitted: Admitted,
 }
 
 impl Connection {
@@ -202,6 +212,22 @@ impl Connection {
     }
 
     async fn on_message(&mut self, message: Message) -> Ended {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if let Some(limit) = self.frame_limit.as_mut() {
+                match limit.frame(Instant::now()) {
+                    FrameVerdict::Accept => {}
+                    FrameVerdict::Drop => {
+                        self.rate_limited(&message);
+                        return Ok(());
+                    }
+                    FrameVerdict::Close => {
+                        self.state.metrics.frames_received.inc();
+                        self.state.metrics.dropped(DropReason::RateLimited, 1);
+                        return Err(CloseReason::RateLimited);
+                    }
+                }
+            }
+        }
         match message {
             Message::Text(text) => {
                 self.state.metrics.frames_received.inc();
@@ -225,6 +251,28 @@ impl Connection {
             }
             // tungstenite answers the Close; the stream then ends.
             Message::Close(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    /// Drops a frame over `--frame-rate`: counted, logged within the budget, and
+    /// answered `rate_limited` when it is a request with an id.
+    fn rate_limited(&mut self, message: &Message) {
+        let metrics = &self.state.metrics;
+        metrics.frames_received.inc();
+        metrics.dropped(DropReason::RateLimited, 1);
+        let id = self.peer.id;
+        self.log_limited(
+            Level::Warn,
+            format_args!("conn {id}: frame dropped: over --frame-rate"),
+        );
+        let Message::Text(text) = message else {
+            return;
+        };
+        if let Frame::Request(Request { id: Some(id), .. }) =
+            protocol::parse(text, self.state.config.max_key_length)
+        {
+            let reply = Reply::Refused(RATE_LIMITED.into()).encode(Some(id));
+            self.peer.outbox.push_owed(reply.into());
         }
     }
 
@@ -266,7 +314,7 @@ impl Connection {
                     Err(unavailable) => unavailable,
                 }
             }
-            Ok(Command::Deliver { .. }) if !self.may_publish => {
+            Ok(Command::Deliver { .. }) if !self.admitted.may_publish => {
                 let id = self.peer.id;
                 self.log_limited(
                     Level::Warn,
@@ -504,6 +552,7 @@ impl Connection {
                     .await
             }
             CloseReason::Unauthorized => self.close(CloseCode::Policy, UNAUTHORIZED).await,
+            CloseReason::RateLimited => self.close(CloseCode::Policy, "rate limited").await,
             CloseReason::MessageTimeout => {
                 // The rest of the message may still be arriving.
                 let limit = self.state.config.message_timeout;
@@ -655,6 +704,9 @@ impl Connection {
         }
     }
 }
+
+/// The error text of a frame dropped over `--frame-rate`.
+pub const RATE_LIMITED: &str = "rate_limited";
 
 /// A connection as log lines name it: `conn #7`.
 struct Conn(PeerId);

@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{self, Refusal, UNAUTHORIZED};
 use crate::capacity::Admission;
 use crate::connection::{self, Socket};
+use crate::limits::IpSlot;
 use crate::log_text::escaped;
 use crate::metrics::{HandshakeRejection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::state::RelayState;
@@ -220,6 +221,10 @@ impl Routes {
                     return Box::pin(ready(Ok(*refused)));
                 }
                 // A subscriber holds a connection slot, like a WebSocket.
+                let per_ip = match self.admit_ip(request.headers()) {
+                    Ok(per_ip) => per_ip,
+                    Err(refused) => return Box::pin(ready(Ok(*refused))),
+                };
                 let slot = match self.admit() {
                     Ok(slot) => slot,
                     Err(refused) => return Box::pin(ready(Ok(*refused))),
@@ -227,6 +232,7 @@ impl Routes {
                 let subscriber = events::Subscriber {
                     remote,
                     _slot: slot,
+                    _per_ip: per_ip,
                     shutdown: self.shutdown.clone(),
                     abort: self.abort.clone(),
                 };
@@ -238,6 +244,24 @@ impl Routes {
                 })
             }
         }
+    }
+
+    /// A place in the client IP's `--max-connections-per-ip`, or the 429 that says there
+    /// is none.
+    fn admit_ip(&self, headers: &HeaderMap) -> Result<Option<IpSlot>, Box<Response<Body>>> {
+        let per_ip = &self.state.per_ip;
+        let ip = per_ip.client(self.remote.ip(), headers);
+        per_ip.connect(ip).map_err(|limited| {
+            self.state.metrics.rate_limited(limited);
+            self.state.log_limit.warn(format_args!(
+                "refusing {} (client {ip}): --max-connections-per-ip reached",
+                self.remote
+            ));
+            Box::new(text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Failed to open a connection: too many connections from this address.\n",
+            ))
+        })
     }
 
     /// Refuses (403, counted) a browser page from an origin not in `--allowed-origins`.
@@ -363,6 +387,10 @@ impl Routes {
         if let Err(refused) = self.check_origin(request.headers()) {
             return *refused;
         }
+        let per_ip = match self.admit_ip(request.headers()) {
+            Ok(per_ip) => per_ip,
+            Err(refused) => return *refused,
+        };
         let slot = match self.admit() {
             Ok(slot) => slot,
             Err(refused) => return *refused,
@@ -385,14 +413,12 @@ impl Routes {
                 Ok(upgraded) => {
                     let config = state.websocket;
                     if let Some(ws) = into_websocket(upgraded, config).await {
-                        tracker.spawn(connection::serve(
-                            ws,
-                            remote,
-                            state,
-                            shutdown,
+                        let admitted = connection::Admitted {
                             slot,
+                            per_ip,
                             may_publish,
-                        ));
+                        };
+                        tracker.spawn(connection::serve(ws, remote, state, shutdown, admitted));
                     }
                 }
                 Err(error) => debug!("upgrade from {remote} failed: {error}"),

@@ -11,6 +11,7 @@
 //! - [`capacity`]: the connection limit, and the allowance past it for health checks.
 //! - [`http`]: HTTP on the same port (hyper): WebSocket handshakes, `/healthz`,
 //!   `/readyz`, `/metrics`.
+//! - [`limits`]: rate limits per client IP (trusted proxies' headers) and per connection.
 //! - [`readiness`]: why the relay should not get new clients now (`/readyz`).
 //! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
 //! - [`publish`]: publishing a message, with the metrics and logs every door shares.
@@ -39,6 +40,7 @@ pub mod engine;
 pub mod fragment;
 pub mod heartbeat;
 pub mod http;
+pub mod limits;
 pub mod log_limit;
 pub mod log_text;
 pub mod message_timeout;

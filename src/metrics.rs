@@ -30,10 +30,12 @@ pub enum DropReason {
     Unavailable,
     /// A delivery from a WebSocket connection whose handshake had no publisher token.
     Unauthorized,
+    /// A frame over the connection's `--frame-rate`.
+    RateLimited,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 17] = [
+    const ALL: [DropReason; 18] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -51,6 +53,7 @@ impl DropReason {
         DropReason::SlowConsumer,
         DropReason::Unavailable,
         DropReason::Unauthorized,
+        DropReason::RateLimited,
     ];
 
     /// The `reason` label value.
@@ -63,6 +66,7 @@ impl DropReason {
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::Unavailable => "cluster_unavailable",
             DropReason::Unauthorized => "unauthorized",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -94,10 +98,12 @@ pub enum CloseReason {
     MessageTimeout,
     /// A registration without a valid token (Close 1008 "unauthorized").
     Unauthorized,
+    /// Kept sending frames over `--frame-rate` (Close 1008 "rate limited").
+    RateLimited,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 10] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::ClientClose,
         CloseReason::Reset,
         CloseReason::Shutdown,
@@ -108,6 +114,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::MessageTimeout,
         CloseReason::Unauthorized,
+        CloseReason::RateLimited,
     ];
 
     /// The `reason` label value.
@@ -123,6 +130,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::MessageTimeout => "message_timeout",
             CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 
@@ -240,6 +248,8 @@ pub struct Metrics {
     auth_refused: Vec<Counter>,
     /// HTTP publishes refused with 401 (no or a wrong publisher token).
     pub publish_unauthorized: Counter,
+    /// Requests refused with 429 by a per-IP limit, by limit.
+    rate_limited: Vec<Counter>,
 }
 
 impl Default for Metrics {
@@ -440,8 +450,24 @@ impl Metrics {
              (WebSocket deliveries: messages_dropped reason unauthorized)",
             publish_unauthorized.clone(),
         );
+        let limited_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-IP limit, by limit \
+             (connections_per_ip, publish_rate_per_ip)",
+            limited_family.clone(),
+        );
+        let rate_limited = ["connections_per_ip", "publish_rate_per_ip"]
+            .iter()
+            .map(|limit| {
+                limited_family
+                    .get_or_create(&vec![("limit", *limit)])
+                    .clone()
+            })
+            .collect();
         Self {
             registry,
+            rate_limited,
             auth_refused,
             publish_unauthorized,
             connections,
@@ -510,6 +536,17 @@ impl Metrics {
         self.handshakes_rejected
             .get(reason.index())
             .map_or(0, Counter::get)
+    }
+
+    /// Counts one request refused with 429 by `limit`.
+    pub fn rate_limited(&self, limit: crate::limits::Limited) {
+        let index = match limit {
+            crate::limits::Limited::Connections => 0,
+            crate::limits::Limited::PublishRate(_) => 1,
+        };
+        if let Some(counter) = self.rate_limited.get(index) {
+            counter.inc();
+        }
     }
 
     /// Counts one token refused for `reason`.

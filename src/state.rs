@@ -9,6 +9,7 @@ use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine};
 use crate::fragment::FRAGMENT_SIZE;
+use crate::limits::PerIp;
 use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -39,6 +40,8 @@ pub struct RelayState {
     pub log_limit: Arc<SharedLogLimit>,
     /// Who may register, listen and publish (Part 5), derived once from `config.auth`.
     pub access: Access,
+    /// Connection counts and publish rates per client IP (Part 5 rate limits).
+    pub per_ip: PerIp,
 }
 
 impl RelayState {
@@ -53,6 +56,7 @@ impl RelayState {
         let engine = Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics)));
         Self {
             access: Access::new(&config.auth),
+            per_ip: PerIp::new(&config.limits),
             capacity: Capacity::new(config.max_connections),
             config,
             engine,

@@ -41,6 +41,8 @@ pub(super) struct Subscriber {
     pub remote: SocketAddr,
     /// The connection's share of `--max-connections`, held while the stream is open.
     pub _slot: OwnedSemaphorePermit,
+    /// Its place in its client IP's `--max-connections-per-ip`, when that is set.
+    pub _per_ip: Option<crate::limits::IpSlot>,
     /// Cancelled when the relay drains.
     pub shutdown: CancellationToken,
     /// Cancelled to cut the HTTP connection (a slow consumer), since a stalled write

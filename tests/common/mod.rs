@@ -853,13 +853,71 @@ pub async fn http_exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpReply {
+    let tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    http_exchange_on(tcp, method, path, headers, body).await
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (any of 127.0.0.0/8),
+/// so one test can be several visitors.
+pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let source: std::net::IpAddr = source.parse().expect("source address");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    within("tcp connect", socket.connect(addr))
+        .await
+        .expect("tcp connect")
+}
+
+/// A WebSocket handshake over `tcp` with extra headers: the client (greeting read), or
+/// the HTTP status of the refusal.
+pub async fn websocket_on(
+    tcp: TcpStream,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match within(
+        "handshake",
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    {
+        Ok((ws, _)) => {
+            let mut client = Client { ws, next_id: 0 };
+            assert_eq!(client.recv_text().await, GREETING);
+            Ok(client)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("handshake failed otherwise: {other}"),
+    }
+}
+
+/// Like [`http_exchange`], over an open connection.
+pub async fn http_exchange_on(
+    tcp: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
 
-    let tcp = within("tcp connect", TcpStream::connect(addr))
-        .await
-        .expect("tcp connect");
+    let addr = tcp.peer_addr().expect("peer address");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .expect("http handshake");
