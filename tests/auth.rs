@@ -369,6 +369,35 @@ async fn the_client_cli_mints_tokens_the_relay_accepts() {
     let reply = register_on(&relay, "another-key", minted).await;
     assert_eq!(reply["error"], "unauthorized");
 
+    // listen with the token receives what was sent; without it, the refusal is final.
+    let sent = http_exchange(relay.addr, "POST", "/publish/cli-key", &[], "for the CLI").await;
+    assert_eq!(sent.status, 200);
+    let url = relay.url();
+    let listen = |token: Option<&str>| {
+        let mut command = std::process::Command::new(&cli);
+        command.args([
+            "--url",
+            &url,
+            "listen",
+            "cli-key",
+            "--count",
+            "1",
+            "--timeout",
+            "10s",
+        ]);
+        command.env_remove("NOTIFY_RELAY_TOKEN");
+        if let Some(token) = token {
+            command.env("NOTIFY_RELAY_TOKEN", token);
+        }
+        command.output().expect("run notify-relay-client listen")
+    };
+    let output = listen(Some(minted));
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "for the CLI\n");
+    let output = listen(None);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unauthorized"));
+
     let output = std::process::Command::new(&cli)
         .args(["token", "cli-key"])
         .env_remove("NOTIFY_RELAY_AUTH_SECRET")

@@ -100,6 +100,10 @@ enum Command {
         /// Exit (5) if this much time passes before --count messages arrived.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// Registration token (a JWT for UUID) for a relay started with --auth-secret; a
+        /// refused token exits 1 without retrying.
+        #[arg(long, env = "NOTIFY_RELAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Print a registration token for UUID (an HS256 JWT with sub and exp), signed with
     /// the relay's --auth-secret taken from NOTIFY_RELAY_AUTH_SECRET (never from the
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
                 cursors,
                 count,
                 timeout,
+                token,
             } => {
                 let deadline = timeout.map(|t| Instant::now() + t);
                 let session = Listening {
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
                     count,
                     deadline,
                     cursors,
+                    token,
                 };
                 listen(&session, since, &mut interrupt).await
             }
@@ -336,6 +342,8 @@ struct Listening<'a> {
     deadline: Option<Instant>,
     /// Print each message's cursor before it.
     cursors: bool,
+    /// The registration token, for a relay with access control.
+    token: Option<String>,
 }
 
 /// Where a `listen` run stands: what it printed and where to resume.
@@ -388,6 +396,7 @@ async fn listen_once(
         () = until(deadline) => return Ok(Stop::TimedOut),
         signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
     };
+    client.set_token(session.token.clone());
     let reading = async {
         client.resume(uuid, &progress.since).await?;
         backoff.reset();
