@@ -2,7 +2,8 @@
 //! fragmented, oversize, invalid-UTF-8, unmasked, reserved-opcode and control-frame-abuse
 //! frames at a running relay, while a canary pair keeps exchanging messages. The relay
 //! must not lose a canary message, must end every fuzzed connection (no stuck task: the
-//! connection gauge returns to the canaries alone), and must keep serving.
+//! connection gauge returns to the canaries alone), must give back the memory the attack
+//! took (resident memory back to its baseline), and must keep serving.
 //!
 //! `FUZZ_SEED` and `FUZZ_CONNECTIONS` change the run (the seed is printed, so a failure
 //! can be replayed); CI runs the short default.
@@ -11,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, read_response, read_to_end, within, Relay};
+use common::{http_request, metric, read_response, read_to_end, within, Client, RelayProcess};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -25,6 +26,10 @@ const CANARY_EVERY: u64 = 5;
 /// The canaries' key: far (many edits) from every key the fuzzer's templates name, so a
 /// mutated frame cannot address it.
 const CANARY_KEY: &str = "canary-3f2a6c1e-9b7d";
+/// Fuzzed connections before the memory baseline is taken.
+const WARM_UP: u64 = 20;
+/// How far above its baseline the relay's resident memory may end (allocator caches).
+const MEMORY_SLACK: u64 = 4 << 20;
 /// The relay's message size limit in this test, so oversize frames are cheap.
 const MAX_MESSAGE: usize = 4096;
 
@@ -158,7 +163,7 @@ fn attack(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// One fuzzed connection: handshake, the attack, half-close, read until the relay ends it.
-async fn fuzz_one(relay: &Relay, rng: &mut Rng) {
+async fn fuzz_one(relay: &RelayProcess, rng: &mut Rng) {
     let mut tcp = within("connect", TcpStream::connect(relay.addr))
         .await
         .expect("connect");
@@ -187,14 +192,26 @@ async fn fuzzed_connections_never_cost_the_canary_a_message() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_CONNECTIONS);
     println!("fuzz seed {seed}, {connections} connections");
-    let relay = Relay::start_with(|c| {
-        c.max_message_size = MAX_MESSAGE;
-        c.message_timeout = Duration::from_secs(1);
-    })
-    .await;
-    let mut receiver = relay.registered(CANARY_KEY).await;
-    let mut sender = relay.client().await;
+    let relay = RelayProcess::spawn(&[
+        "--max-message-size",
+        &MAX_MESSAGE.to_string(),
+        "--message-timeout",
+        "1s",
+    ]);
+    let mut receiver = Client::connect(&relay.url()).await;
+    receiver.register(CANARY_KEY).await;
+    let mut sender = Client::connect(&relay.url()).await;
     let mut rng = Rng(seed.max(1));
+    // A warm-up, so the baseline includes what the allocator keeps for any connection.
+    for _ in 0..WARM_UP {
+        fuzz_one(&relay, &mut rng).await;
+    }
+    let open_connections = || async {
+        let (_, _, metrics) = http_request(relay.addr, "GET", "/metrics").await;
+        metric(&metrics, "notify_relay_connections")
+    };
+    wait_for_connections(&open_connections).await;
+    let baseline = relay.rss_bytes();
     let mut sent = 0u64;
     for n in 1..=connections {
         fuzz_one(&relay, &mut rng).await;
@@ -210,12 +227,33 @@ async fn fuzzed_connections_never_cost_the_canary_a_message() {
         }
     }
     assert!(sent > 0);
-    // Every fuzzed connection has ended: only the canaries are left.
-    eventually("fuzzed connections all closed", || {
-        relay.state.metrics.connections.get() == 2
-    })
-    .await;
+    // Every fuzzed connection has ended (no stuck task): only the canaries are left, and
+    // the memory they held is back.
+    wait_for_connections(&open_connections).await;
+    let after = relay.rss_bytes();
+    println!(
+        "relay RSS: {} KiB before, {} KiB after {connections} fuzzed connections",
+        baseline / 1024,
+        after / 1024
+    );
+    assert!(
+        after <= baseline + MEMORY_SLACK,
+        "memory did not return to its baseline: {baseline} -> {after} bytes"
+    );
     receiver.assert_alive().await;
     sender.assert_alive().await;
-    relay.stop().await;
+}
+
+/// Waits until only the two canary connections are open.
+async fn wait_for_connections<F, Fut>(open_connections: &F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    within("fuzzed connections all closed", async {
+        while open_connections().await != 2.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
