@@ -438,3 +438,53 @@ fn token_verification_cost() {
         );
     }
 }
+
+#[tokio::test]
+async fn refusals_of_forged_keys_and_origins_log_one_escaped_line_each() {
+    let relay = RelayProcess::spawn(&[
+        "--auth-secret",
+        SECRET,
+        "--allowed-origins",
+        "https://app.example",
+    ]);
+    let key = "evil\n[2026-01-01T00:00:00Z WARN  notify_relay] forged-key\r\u{1b}[2J";
+    let mut client = Client::connect(&relay.url()).await;
+    let reply = client.request(registration(key, None)).await;
+    assert_eq!(reply["error"], "unauthorized");
+    let path = format!(
+        "/presence/{}",
+        percent_encode_all("evil\n[2026-01-01T00:00:00Z WARN  notify_relay] forged-http")
+    );
+    let reply = http_exchange(relay.addr, "GET", &path, &[], "").await;
+    assert_eq!(reply.status, 401);
+    // An Origin with a right-to-left override (header values cannot hold line breaks).
+    let origin = "https://app.example\u{202e}forged-origin";
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url())
+            .expect("request");
+    request.headers_mut().insert(
+        "origin",
+        hyper::header::HeaderValue::from_bytes(origin.as_bytes()).expect("obs-text header"),
+    );
+    let refused = within("handshake", tokio_tungstenite::connect_async(request)).await;
+    assert!(refused.is_err(), "a forged origin is not the allowed one");
+
+    for needle in ["forged-key", "forged-http", "forged-origin"] {
+        relay.wait_for_log(needle);
+        let log = relay.log_text();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+        assert_eq!(lines.len(), 1, "{needle}: {lines:?}");
+        assert!(
+            !lines[0].contains('\u{1b}') && !lines[0].contains('\u{202e}'),
+            "{lines:?}"
+        );
+    }
+    assert!(relay
+        .log_text()
+        .contains(r"evil\n[2026-01-01T00:00:00Z WARN"));
+}
+
+/// Every byte percent-encoded, so a path can carry any key.
+fn percent_encode_all(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
