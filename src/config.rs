@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::AuthConfig;
+use crate::limits::LimitsConfig;
 use crate::outbox::OutboxLimits;
 use crate::protocol::GREETING;
 
@@ -141,6 +143,14 @@ pub struct Config {
     /// Several relays sharing one key space.
     #[command(flatten)]
     pub cluster: ClusterConfig,
+
+    /// Access control (Part 5): registration and publisher tokens.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Rate limits (Part 5): per client IP and per connection.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 }
 
 /// Several relay processes as one key space (Part 4 of docs/PROTOCOL.md).
@@ -211,6 +221,8 @@ impl Default for Config {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             streams: StreamConfig::default(),
             cluster: ClusterConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -28,9 +28,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::UNAUTHORIZED;
 use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::limits::{FrameLimit, FrameVerdict, IpSlot};
 use crate::log_limit::{self, Admit, LogLimit};
 use crate::log_text::{escaped, preview};
 use crate::message_timeout::{MessageTimedOut, MessageTimeout};
@@ -61,8 +63,18 @@ pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
 /// A connection that ends with a reason.
 type Ended = Result<(), CloseReason>;
 
-/// Serves one upgraded WebSocket until it closes. `slot` (the connection's share of
-/// `max_connections`) is held until the socket is closed.
+/// What the handshake granted a connection, held until the socket is closed.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Its share of `--max-connections`.
+    pub slot: OwnedSemaphorePermit,
+    /// Its place in its client IP's `--max-connections-per-ip`, when that is set.
+    pub per_ip: Option<IpSlot>,
+    /// Whether its handshake carried a publisher token (or none is required).
+    pub may_publish: bool,
+}
+
+/// Serves one upgraded WebSocket until it closes.
 ///
 /// A plain function returning the task's future, so the socket is stored once in that
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
@@ -72,9 +84,10 @@ pub fn serve(
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
-    slot: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
     ws.get_mut().set_limit(state.config.message_timeout);
+    let frame_limit = FrameLimit::new(&state.config.limits, Instant::now());
     let mut connection = Connection {
         peer: Peer::new(state.config.outbox_limits()),
         heartbeat: Heartbeat::new(
@@ -86,7 +99,8 @@ pub fn serve(
         log_limit: None,
         ws,
         state,
-        _slot: slot,
+        frame_limit,
+        admitted,
     };
     // An async block that uses `connection` in place: an `async fn` taking it by value
     // would store it twice (rust-lang/rust#62958).
@@ -116,8 +130,10 @@ struct Connection {
     ws: WebSocketStream<Socket>,
     /// Configuration, router and metrics.
     state: Arc<RelayState>,
-    /// This connection's share of `max_connections`, released when it is dropped.
-    _slot: OwnedSemaphorePermit,
+    /// Its `--frame-rate` bucket, when that is set.
+    frame_limit: Option<Box<FrameLimit>>,
+    /// Its connection slots (released when it is dropped) and publishing right.
+    admitted: Admitted,
 }
 
 impl Connection {
@@ -196,13 +212,28 @@ impl Connection {
     }
 
     async fn on_message(&mut self, message: Message) -> Ended {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if let Some(limit) = self.frame_limit.as_mut() {
+                match limit.frame(Instant::now()) {
+                    FrameVerdict::Accept => {}
+                    FrameVerdict::Drop => {
+                        self.rate_limited(&message);
+                        return Ok(());
+                    }
+                    FrameVerdict::Close => {
+                        self.state.metrics.frames_received.inc();
+                        self.state.metrics.dropped(DropReason::RateLimited, 1);
+                        return Err(CloseReason::RateLimited);
+                    }
+                }
+            }
+        }
         match message {
             Message::Text(text) => {
                 self.state.metrics.frames_received.inc();
                 // Boxed: handling a frame awaits the engine, and that state would
                 // otherwise be part of every connection's task, idle or not.
-                Box::pin(self.on_text(&text)).await;
-                Ok(())
+                Box::pin(self.on_text(&text)).await
             }
             Message::Binary(data) => {
                 self.state.metrics.frames_received.inc();
@@ -225,27 +256,52 @@ impl Connection {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
-        let Request { id, command } = match protocol::parse(text, self.state.config.max_key_length)
-        {
-            Frame::Request(request) => request,
-            Frame::Ignored(why) => {
-                let id = self.peer.id;
-                self.log_limited(
-                    Level::Warn,
-                    format_args!(
-                        "conn {}: frame ignored ({}): {}",
-                        id,
-                        why.as_str(),
-                        preview(text)
-                    ),
-                );
-                self.state.metrics.dropped(DropReason::Ignored(why), 1);
-                return;
-            }
+    /// Drops a frame over `--frame-rate`: counted, logged within the budget, and
+    /// answered `rate_limited` when it is a request with an id.
+    fn rate_limited(&mut self, message: &Message) {
+        let metrics = &self.state.metrics;
+        metrics.frames_received.inc();
+        metrics.dropped(DropReason::RateLimited, 1);
+        let id = self.peer.id;
+        self.log_limited(
+            Level::Warn,
+            format_args!("conn {id}: frame dropped: over --frame-rate"),
+        );
+        let Message::Text(text) = message else {
+            return;
         };
+        if let Frame::Request(Request { id: Some(id), .. }) =
+            protocol::parse(text, self.state.config.max_key_length)
+        {
+            let reply = Reply::Refused(RATE_LIMITED.into()).encode(Some(id));
+            self.peer.outbox.push_owed(reply.into());
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Ended {
+        let Request { id, command, token } =
+            match protocol::parse(text, self.state.config.max_key_length) {
+                Frame::Request(request) => request,
+                Frame::Ignored(why) => {
+                    let id = self.peer.id;
+                    self.log_limited(
+                        Level::Warn,
+                        format_args!(
+                            "conn {}: frame ignored ({}): {}",
+                            id,
+                            why.as_str(),
+                            preview(text)
+                        ),
+                    );
+                    self.state.metrics.dropped(DropReason::Ignored(why), 1);
+                    return Ok(());
+                }
+            };
         let reply = match command {
             Ok(Command::Register { key, since }) => {
+                if let Err(refusal) = self.state.access.check_registration(token.as_deref(), &key) {
+                    return self.refuse_registration(id, &key, refusal).await;
+                }
                 // The reply goes ahead of what the registration is owed (pending messages,
                 // a resume's replay), so the engine queues it first.
                 let streams = self.state.engine.streams_enabled();
@@ -256,9 +312,20 @@ impl Connection {
                     })
                 });
                 match self.register(key, since, preamble).await {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
                     Err(unavailable) => unavailable,
                 }
+            }
+            Ok(Command::Deliver { .. }) if !self.admitted.may_publish => {
+                let id = self.peer.id;
+                self.log_limited(
+                    Level::Warn,
+                    format_args!(
+                        "conn {id}: delivery refused: no publisher token in its handshake"
+                    ),
+                );
+                self.state.metrics.dropped(DropReason::Unauthorized, 1);
+                Reply::Refused(UNAUTHORIZED.into())
             }
             Ok(Command::Deliver { to, message }) => {
                 let state = Arc::clone(&self.state);
@@ -266,10 +333,28 @@ impl Connection {
                 let mut log = |line: fmt::Arguments<'_>| self.log_limited(Level::Warn, line);
                 publish(&state, &from, &to, message, &mut log).await
             }
-            Ok(Command::Presence { key }) => match self.state.engine.presence(&key).await {
-                Ok(connections) => Reply::Presence(connections),
-                Err(_) => Reply::Unavailable,
-            },
+            Ok(Command::Presence { key }) => {
+                match self.state.access.check_registration(token.as_deref(), &key) {
+                    Err(refusal) => {
+                        self.state.metrics.auth_refused(refusal);
+                        let id = self.peer.id;
+                        self.log_limited(
+                            Level::Warn,
+                            format_args!(
+                                "conn {}: presence of {} refused ({} token)",
+                                id,
+                                escaped(&key),
+                                refusal.as_str()
+                            ),
+                        );
+                        Reply::Refused(UNAUTHORIZED.into())
+                    }
+                    Ok(()) => match self.state.engine.presence(&key).await {
+                        Ok(connections) => Reply::Presence(connections),
+                        Err(_) => Reply::Unavailable,
+                    },
+                }
+            }
             Err(rejection) => {
                 let id = self.peer.id;
                 self.log_limited(
@@ -290,10 +375,39 @@ impl Connection {
         let encoded = match (id, reply) {
             (Some(id), reply) => reply.encode(Some(id)),
             (None, Reply::Error(Rejection::InvalidId)) => protocol::encode_invalid_id_reply(),
-            (None, _) => return,
+            (None, _) => return Ok(()),
         };
         // Replies share the outbox with deliveries: one bounded queue, one writer.
         self.peer.outbox.push_owed(encoded.into());
+        Ok(())
+    }
+
+    /// Refuses a registration for its token: the error reply when the frame has an id,
+    /// written out with everything queued before it, then the connection ends (Close
+    /// 1008 "unauthorized"). Whatever key it held is released as it closes.
+    async fn refuse_registration(
+        &mut self,
+        id: Option<protocol::ReplyId<'_>>,
+        key: &str,
+        refusal: crate::auth::Refusal,
+    ) -> Ended {
+        self.state.metrics.auth_refused(refusal);
+        let conn = self.peer.id;
+        self.log_limited(
+            Level::Warn,
+            format_args!(
+                "conn {}: registration as {} refused ({} token)",
+                conn,
+                escaped(key),
+                refusal.as_str()
+            ),
+        );
+        if let Some(id) = id {
+            let reply = Reply::Refused(UNAUTHORIZED.into()).encode(Some(id));
+            self.peer.outbox.push_owed(reply.into());
+        }
+        self.write_queued().await?;
+        Err(CloseReason::Unauthorized)
     }
 
     /// Subscribes this connection under `key` (leaving its previous key), with `preamble`
@@ -439,6 +553,8 @@ impl Connection {
                 self.close_desynced(CloseCode::Protocol, "protocol error")
                     .await
             }
+            CloseReason::Unauthorized => self.close(CloseCode::Policy, UNAUTHORIZED).await,
+            CloseReason::RateLimited => self.close(CloseCode::Policy, "rate limited").await,
             CloseReason::MessageTimeout => {
                 // The rest of the message may still be arriving.
                 let limit = self.state.config.message_timeout;
@@ -590,6 +706,9 @@ impl Connection {
         }
     }
 }
+
+/// The error text of a frame dropped over `--frame-rate`.
+pub const RATE_LIMITED: &str = "rate_limited";
 
 /// A connection as log lines name it: `conn #7`.
 struct Conn(PeerId);

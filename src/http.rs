@@ -40,8 +40,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, Refusal, UNAUTHORIZED};
 use crate::capacity::Admission;
 use crate::connection::{self, Socket};
+use crate::limits::IpSlot;
 use crate::log_text::escaped;
 use crate::metrics::{HandshakeRejection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::state::RelayState;
@@ -193,18 +195,13 @@ impl Routes {
     /// Serves a Part 3 route. Pages on other origins may call them (a browser's
     /// EventSource or fetch), as they may open the WebSocket: CORS allows any origin.
     fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
+        let allow_origin = self.state.access.cors_origin(request.headers());
+        let vary = self.state.access.restricts_origins();
         if request.method() == Method::OPTIONS {
-            return Box::pin(ready(Ok(preflight())));
+            return Box::pin(ready(Ok(cors(preflight(), allow_origin, vary))));
         }
         let responding = self.route_api(route, request);
-        Box::pin(async move {
-            let mut response = responding.await?;
-            response.headers_mut().insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-            Ok(response)
-        })
+        Box::pin(async move { Ok(cors(responding.await?, allow_origin, vary)) })
     }
 
     fn route_api(&self, route: Api, request: Request<Incoming>) -> Responding {
@@ -214,11 +211,20 @@ impl Routes {
             Api::Publish(rest) => {
                 Box::pin(async move { Ok(publish::serve(&state, remote, request, &rest).await) })
             }
-            Api::Presence(key) => {
-                Box::pin(async move { Ok(presence::serve(&state, request.method(), &key).await) })
-            }
+            Api::Presence(key) => Box::pin(async move {
+                let (parts, _body) = request.into_parts();
+                let query = parts.uri.query();
+                Ok(presence::serve(&state, &parts.method, &parts.headers, query, &key).await)
+            }),
             Api::Events(key) => {
+                if let Err(refused) = self.check_origin(request.headers()) {
+                    return Box::pin(ready(Ok(*refused)));
+                }
                 // A subscriber holds a connection slot, like a WebSocket.
+                let per_ip = match self.admit_ip(request.headers()) {
+                    Ok(per_ip) => per_ip,
+                    Err(refused) => return Box::pin(ready(Ok(*refused))),
+                };
                 let slot = match self.admit() {
                     Ok(slot) => slot,
                     Err(refused) => return Box::pin(ready(Ok(*refused))),
@@ -226,6 +232,7 @@ impl Routes {
                 let subscriber = events::Subscriber {
                     remote,
                     _slot: slot,
+                    _per_ip: per_ip,
                     shutdown: self.shutdown.clone(),
                     abort: self.abort.clone(),
                 };
@@ -237,6 +244,47 @@ impl Routes {
                 })
             }
         }
+    }
+
+    /// A place in the client IP's `--max-connections-per-ip`, or the 429 that says there
+    /// is none.
+    fn admit_ip(&self, headers: &HeaderMap) -> Result<Option<IpSlot>, Box<Response<Body>>> {
+        let per_ip = &self.state.per_ip;
+        let ip = per_ip.client(self.remote.ip(), headers);
+        per_ip.connect(ip).map_err(|limited| {
+            self.state.metrics.rate_limited(limited);
+            self.state.log_limit.warn(format_args!(
+                "refusing {} (client {ip}): --max-connections-per-ip reached",
+                self.remote
+            ));
+            Box::new(text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Failed to open a connection: too many connections from this address.\n",
+            ))
+        })
+    }
+
+    /// Refuses (403, counted) a browser page from an origin not in `--allowed-origins`.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        if self.state.access.origin_allowed(headers) {
+            return Ok(());
+        }
+        self.state
+            .metrics
+            .handshake_rejected(HandshakeRejection::Origin);
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|origin| String::from_utf8_lossy(origin.as_bytes()).into_owned())
+            .unwrap_or_default();
+        self.state.log_limit.warn(format_args!(
+            "refusing {}: origin {} is not in --allowed-origins",
+            self.remote,
+            escaped(&origin)
+        ));
+        Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "Failed to open a connection: this origin is not allowed.\n",
+        )))
     }
 
     /// A connection slot for a long-lived connection (WebSocket or event stream), or the
@@ -336,11 +384,23 @@ impl Routes {
             Ok(accept) => accept,
             Err(bad) => return self.refuse_handshake(&request, bad),
         };
+        if let Err(refused) = self.check_origin(request.headers()) {
+            return *refused;
+        }
+        let per_ip = match self.admit_ip(request.headers()) {
+            Ok(per_ip) => per_ip,
+            Err(refused) => return *refused,
+        };
         let slot = match self.admit() {
             Ok(slot) => slot,
             Err(refused) => return *refused,
         };
 
+        let access = &self.state.access;
+        let may_publish = !access.publish_token_required()
+            || access.may_publish(
+                auth::request_token(request.headers(), request.uri().query()).as_deref(),
+            );
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
         let shutdown = self.shutdown.clone();
@@ -353,7 +413,12 @@ impl Routes {
                 Ok(upgraded) => {
                     let config = state.websocket;
                     if let Some(ws) = into_websocket(upgraded, config).await {
-                        tracker.spawn(connection::serve(ws, remote, state, shutdown, slot));
+                        let admitted = connection::Admitted {
+                            slot,
+                            per_ip,
+                            may_publish,
+                        };
+                        tracker.spawn(connection::serve(ws, remote, state, shutdown, admitted));
                     }
                 }
                 Err(error) => debug!("upgrade from {remote} failed: {error}"),
@@ -467,15 +532,28 @@ async fn into_websocket(
     }
 }
 
-/// The answer to a CORS preflight on a Part 3 route.
+/// `response` with its CORS answer: `allow_origin` (`*`, or the allowed origin echoed),
+/// and `Vary: Origin` when the answer depends on it.
+fn cors(
+    mut response: Response<Body>,
+    allow_origin: Option<HeaderValue>,
+    vary: bool,
+) -> Response<Body> {
+    let headers = response.headers_mut();
+    if let Some(origin) = allow_origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    if vary {
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// The answer to a CORS preflight on a Part 3 route (its origin is added by [`cors`]).
 fn preflight() -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST"),
@@ -521,6 +599,50 @@ fn path_key(encoded: &str, max_key_length: usize) -> Result<String, Box<Response
         .map_err(|_| refused("the key is not valid UTF-8"))?;
     crate::protocol::check_key(&key, max_key_length).map_err(|r| refused(r.reason()))?;
     Ok(key.into_owned())
+}
+
+/// Checks the registration token of an HTTP request for `key` (Part 5): `Authorization:
+/// Bearer`, else `?token=`. The refusal is counted, logged within the shared budget, and
+/// answered 401.
+fn check_token(
+    state: &RelayState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    key: &str,
+) -> Result<(), Box<Response<Body>>> {
+    if !state.access.registration_required() {
+        return Ok(());
+    }
+    let token = auth::request_token(headers, query);
+    state
+        .access
+        .check_registration(token.as_deref(), key)
+        .map_err(|refusal| {
+            state.metrics.auth_refused(refusal);
+            state.log_limit.warn(format_args!(
+                "http request for {} refused ({} token)",
+                escaped(key),
+                refusal.as_str()
+            ));
+            Box::new(unauthorized(Some(refusal)))
+        })
+}
+
+/// 401 with `WWW-Authenticate: Bearer` (RFC 6750) and the contract's error object.
+fn unauthorized(refusal: Option<Refusal>) -> Response<Body> {
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        &crate::protocol::Reply::Refused(UNAUTHORIZED.into()).to_frame(None),
+    );
+    let challenge = match refusal {
+        None | Some(Refusal::Missing) => "Bearer",
+        Some(_) => "Bearer error=\"invalid_token\"",
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 /// 405 with the methods the route takes.

@@ -5,11 +5,13 @@
 //! and receive every message any client addresses to that key.
 //!
 //! Layout, one responsibility per module:
+//! - [`auth`]: access control: registration tokens (HS256 JWT) and publisher tokens.
 //! - [`config`]: every setting and limit, with its default (clap).
 //! - [`server`]: the listening socket, the accept loop, the drain.
 //! - [`capacity`]: the connection limit, and the allowance past it for health checks.
 //! - [`http`]: HTTP on the same port (hyper): WebSocket handshakes, `/healthz`,
 //!   `/readyz`, `/metrics`.
+//! - [`limits`]: rate limits per client IP (trusted proxies' headers) and per connection.
 //! - [`readiness`]: why the relay should not get new clients now (`/readyz`).
 //! - [`connection`]: one WebSocket: greeting, reads, batched writes, heartbeat, close codes.
 //! - [`publish`]: publishing a message, with the metrics and logs every door shares.
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod capacity;
 pub mod config;
 pub mod connection;
@@ -37,6 +40,7 @@ pub mod engine;
 pub mod fragment;
 pub mod heartbeat;
 pub mod http;
+pub mod limits;
 pub mod log_limit;
 pub mod log_text;
 pub mod message_timeout;

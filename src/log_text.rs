@@ -7,6 +7,7 @@
 //! paragraph separator and bidirectional override spelled out as an escape, and `\` doubled,
 //! so the escaped form is unambiguous and always one line.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write};
 use std::io;
 
@@ -21,12 +22,82 @@ pub fn escaped(text: &str) -> Escaped<'_> {
     }
 }
 
-/// The start of `text` (at most [`PREVIEW_CHARS`] characters, `…` when cut) for a log line.
-pub fn preview(text: &str) -> Escaped<'_> {
-    Escaped {
-        text,
-        max_chars: PREVIEW_CHARS,
+/// What a redacted secret is logged as.
+pub const REDACTED: &str = "\"<redacted>\"";
+
+/// The start of a frame (at most [`PREVIEW_CHARS`] characters, `…` when cut) for a log
+/// line, with the value of every `"token"` member replaced by [`REDACTED`] first, so a
+/// preview never shows a secret, even when cut.
+pub fn preview(text: &str) -> Preview<'_> {
+    Preview(redact_tokens(text))
+}
+
+/// A frame preview; made by [`preview`].
+#[derive(Debug, Clone)]
+pub struct Preview<'a>(Cow<'a, str>);
+
+impl fmt::Display for Preview<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Escaped {
+            text: &self.0,
+            max_chars: PREVIEW_CHARS,
+        }
+        .fmt(f)
     }
+}
+
+/// `text` with the string value of every member named `token` (however its name is
+/// escaped) replaced by [`REDACTED`]. Works on frames that are not valid JSON too (cut,
+/// or broken further on): a string that is never closed runs to the end of the text.
+pub fn redact_tokens(text: &str) -> Cow<'_, str> {
+    // Fast path: a member name spelling "token" needs either the word or an escape.
+    if !text.contains("token") && !text.contains('\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // Whether the previous string was a member name `token` followed by `:`.
+    let mut redact_next = false;
+    while let Some(start) = rest.find(['"', ':']) {
+        let (before, from) = rest.split_at(start);
+        if !before.trim().is_empty() {
+            redact_next = false;
+        }
+        out.push_str(before);
+        if let Some(after) = from.strip_prefix(':') {
+            out.push(':');
+            rest = after;
+            continue;
+        }
+        let end = string_end(from);
+        let string = &from[..end];
+        rest = &from[end..];
+        if redact_next {
+            out.push_str(REDACTED);
+            redact_next = false;
+            continue;
+        }
+        out.push_str(string);
+        let is_name = rest.trim_start().starts_with(':');
+        redact_next = is_name && serde_json::from_str::<String>(string).is_ok_and(|n| n == "token");
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// The length of the JSON string literal `from` starts with (its quotes included), or
+/// of all of `from` when the string is not closed.
+fn string_end(from: &str) -> usize {
+    let mut escaped = false;
+    for (i, c) in from.char_indices().skip(1) {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '"') => return i + 1,
+            _ => {}
+        }
+    }
+    from.len()
 }
 
 /// Displays client text escaped; made by [`escaped`] and [`preview`].
@@ -149,6 +220,28 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "key a\\nb raw forged\\u{000a}line\\u{001b}[2J"
+        );
+    }
+
+    #[test]
+    fn token_values_never_reach_a_preview() {
+        let secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJrIn0.c2lnbmF0dXJl";
+        for frame in [
+            format!(r#"{{"recipient_uuid":"k","message":"connected","token":"{secret}"}}"#),
+            format!(r#"{{"token" : "{secret}", "id": [}}"#),
+            format!(r#"{{"tok\u0065n":"{secret}"}}"#),
+            format!(r#"{{"token":"{secret}"#),
+            format!(r#"{{"token":"{}{secret}"}}"#, "x".repeat(70)),
+        ] {
+            let shown = preview(&frame).to_string();
+            assert!(!shown.contains("c2lnbmF0dXJl"), "{frame} -> {shown}");
+            assert!(!shown.contains("eyJ"), "{frame} -> {shown}");
+        }
+        let other = r#"{"recipient_uuid":"token","message":"token: visible"}"#;
+        assert_eq!(redact_tokens(other), other);
+        assert_eq!(
+            redact_tokens(r#"{"token":"s","message":"m"}"#),
+            r#"{"token":"<redacted>","message":"m"}"#
         );
     }
 

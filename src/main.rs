@@ -27,10 +27,14 @@ static JEMALLOC_OPTIONS: &[u8; 34] = b"dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
     let matches = Config::command().get_matches();
-    let config = match Config::from_arg_matches(&matches) {
+    let mut config = match Config::from_arg_matches(&matches) {
         Ok(config) => config,
         Err(e) => e.exit(),
     };
+    if let Err(why) = config.auth.load_files() {
+        eprintln!("notify-relay: {why}");
+        return ExitCode::FAILURE;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(log_line)
         .init();

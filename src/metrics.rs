@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::auth::Refusal;
 use crate::engine::Eviction;
 use crate::protocol::{Ignored, Rejection};
 
@@ -27,10 +28,14 @@ pub enum DropReason {
     SlowConsumer,
     /// The engine could not take the message (a cluster engine lost its backend).
     Unavailable,
+    /// A delivery from a WebSocket connection whose handshake had no publisher token.
+    Unauthorized,
+    /// A frame over the connection's `--frame-rate`.
+    RateLimited,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 16] = [
+    const ALL: [DropReason; 18] = [
         DropReason::Ignored(Ignored::NotJson),
         DropReason::Ignored(Ignored::BadJson),
         DropReason::Rejected(Rejection::MissingRecipient),
@@ -47,6 +52,8 @@ impl DropReason {
         DropReason::NoRecipient,
         DropReason::SlowConsumer,
         DropReason::Unavailable,
+        DropReason::Unauthorized,
+        DropReason::RateLimited,
     ];
 
     /// The `reason` label value.
@@ -58,6 +65,8 @@ impl DropReason {
             DropReason::NoRecipient => "no_recipient",
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::Unavailable => "cluster_unavailable",
+            DropReason::Unauthorized => "unauthorized",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -87,10 +96,14 @@ pub enum CloseReason {
     ProtocolError,
     /// A message stayed unfinished longer than `--message-timeout` (Close 1008).
     MessageTimeout,
+    /// A registration without a valid token (Close 1008 "unauthorized").
+    Unauthorized,
+    /// Kept sending frames over `--frame-rate` (Close 1008 "rate limited").
+    RateLimited,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 9] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::ClientClose,
         CloseReason::Reset,
         CloseReason::Shutdown,
@@ -100,6 +113,8 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::ProtocolError,
         CloseReason::MessageTimeout,
+        CloseReason::Unauthorized,
+        CloseReason::RateLimited,
     ];
 
     /// The `reason` label value.
@@ -114,6 +129,8 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::MessageTimeout => "message_timeout",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 
@@ -140,10 +157,12 @@ pub enum HandshakeRejection {
     Version,
     /// A request header section over the limit (431, answered by hyper).
     HeadersTooLarge,
+    /// An `Origin` not in `--allowed-origins` (403; WebSocket handshakes and event streams).
+    Origin,
 }
 
 impl HandshakeRejection {
-    const ALL: [HandshakeRejection; 7] = [
+    const ALL: [HandshakeRejection; 8] = [
         HandshakeRejection::Method,
         HandshakeRejection::HttpVersion,
         HandshakeRejection::Host,
@@ -151,6 +170,7 @@ impl HandshakeRejection {
         HandshakeRejection::Key,
         HandshakeRejection::Version,
         HandshakeRejection::HeadersTooLarge,
+        HandshakeRejection::Origin,
     ];
 
     /// The `reason` label value.
@@ -163,6 +183,7 @@ impl HandshakeRejection {
             HandshakeRejection::Key => "key",
             HandshakeRejection::Version => "version",
             HandshakeRejection::HeadersTooLarge => "headers_too_large",
+            HandshakeRejection::Origin => "origin",
         }
     }
 
@@ -227,6 +248,12 @@ pub struct Metrics {
     /// Per-reason handles of `handshakes_rejected`, indexed by
     /// [`HandshakeRejection::index`].
     handshakes_rejected: Vec<Counter>,
+    /// Per-reason handles of `auth_refused`, indexed like [`Refusal::ALL`].
+    auth_refused: Vec<Counter>,
+    /// HTTP publishes refused with 401 (no or a wrong publisher token).
+    pub publish_unauthorized: Counter,
+    /// Requests refused with 429 by a per-IP limit, by limit.
+    rate_limited: Vec<Counter>,
 }
 
 impl Default for Metrics {
@@ -418,8 +445,48 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let auth_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Registrations, event streams and presence requests refused for their token, \
+             by reason (missing, invalid, expired, wrong_key)",
+            auth_family.clone(),
+        );
+        let auth_refused = Refusal::ALL
+            .iter()
+            .map(|r| {
+                auth_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
+        let publish_unauthorized = Counter::default();
+        registry.register(
+            "publish_unauthorized",
+            "HTTP publishes refused with 401: no or a wrong publisher token \
+             (WebSocket deliveries: messages_dropped reason unauthorized)",
+            publish_unauthorized.clone(),
+        );
+        let limited_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-IP limit, by limit \
+             (connections_per_ip, publish_rate_per_ip)",
+            limited_family.clone(),
+        );
+        let rate_limited = ["connections_per_ip", "publish_rate_per_ip"]
+            .iter()
+            .map(|limit| {
+                limited_family
+                    .get_or_create(&vec![("limit", *limit)])
+                    .clone()
+            })
+            .collect();
         Self {
             registry,
+            rate_limited,
+            auth_refused,
+            publish_unauthorized,
             connections,
             event_streams,
             connections_opened,
@@ -488,6 +555,24 @@ impl Metrics {
         self.handshakes_rejected
             .get(reason.index())
             .map_or(0, Counter::get)
+    }
+
+    /// Counts one request refused with 429 by `limit`.
+    pub fn rate_limited(&self, limit: crate::limits::Limited) {
+        let index = match limit {
+            crate::limits::Limited::Connections => 0,
+            crate::limits::Limited::PublishRate(_) => 1,
+        };
+        if let Some(counter) = self.rate_limited.get(index) {
+            counter.inc();
+        }
+    }
+
+    /// Counts one token refused for `reason`.
+    pub fn auth_refused(&self, reason: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
+            self.auth_refused[i].inc();
+        }
     }
 
     /// The current value of the drop counter for `reason`.

@@ -52,6 +52,9 @@ pub struct Request<'a> {
     pub id: Option<ReplyId<'a>>,
     /// The command, or why the frame cannot be acted on.
     pub command: Result<Command<'a>, Rejection>,
+    /// The `"token"` member (Part 5: a registration token), when it is a string. A token
+    /// that is not a string is an empty one, which no check accepts.
+    pub token: Option<Cow<'a, str>>,
 }
 
 /// The result of parsing one text frame.
@@ -194,6 +197,7 @@ struct Envelope<'a> {
     ephemeral: Option<&'a RawValue>,
     collapse: Option<&'a RawValue>,
     presence: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
 }
 
 /// The members of a frame, by name (escapes in names decoded, as JSON requires).
@@ -207,6 +211,7 @@ enum Member {
     Ephemeral,
     Collapse,
     Presence,
+    Token,
     #[serde(other)]
     Other,
 }
@@ -237,6 +242,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Member::Ephemeral => &mut envelope.ephemeral,
                 Member::Collapse => &mut envelope.collapse,
                 Member::Presence => &mut envelope.presence,
+                Member::Token => &mut envelope.token,
                 Member::Other => {
                     members.next_value::<IgnoredAny>()?;
                     continue;
@@ -267,7 +273,11 @@ pub fn parse(text: &str, max_key_len: usize) -> Frame<'_> {
     } else {
         Err(Rejection::InvalidId)
     };
-    Frame::Request(Request { id, command })
+    let token = envelope
+        .token
+        .filter(|raw| !is_null(raw))
+        .map(|raw| json_string(raw).ok().flatten().unwrap_or_default());
+    Frame::Request(Request { id, command, token })
 }
 
 fn is_string_or_number(raw: &RawValue) -> bool {

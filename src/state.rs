@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::auth::Access;
 use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::fragment::FRAGMENT_SIZE;
+use crate::limits::PerIp;
 use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -36,6 +38,10 @@ pub struct RelayState {
     pub readiness: Readiness,
     /// The budget of client-triggered log lines all connections share.
     pub log_limit: Arc<SharedLogLimit>,
+    /// Who may register, listen and publish (Part 5), derived once from `config.auth`.
+    pub access: Access,
+    /// Connection counts and publish rates per client IP (Part 5 rate limits).
+    pub per_ip: PerIp,
 }
 
 impl RelayState {
@@ -67,6 +73,8 @@ impl RelayState {
             None => Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics))),
         };
         Ok(Self {
+            access: Access::new(&config.auth),
+            per_ip: PerIp::new(&config.limits),
             capacity: Capacity::new(config.max_connections),
             config,
             engine,

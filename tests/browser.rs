@@ -54,3 +54,13 @@ fn events_page_receives_through_eventsource_and_resumes_after_a_reload() {
 fn js_client_under_node_publishes_resumes_and_reports_gaps() {
     run_browser_script("node.test.mjs", "clients/js/notify-relay.js");
 }
+
+#[test]
+fn js_client_and_example_page_with_tokens_against_a_relay_with_access_control() {
+    run_browser_script("auth.test.mjs", "examples/example.html");
+}
+
+#[test]
+fn a_page_from_an_unlisted_origin_cannot_connect_in_chromium() {
+    run_browser_script("origins.test.mjs", "tests/browser/origins.test.mjs");
+}

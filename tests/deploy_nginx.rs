@@ -1,7 +1,10 @@
 //! examples/nginx.conf with a real nginx in front of the relay: WebSocket clients
-//! register and receive through it, /healthz answers through it, and stopping nginx
-//! leaves none of its processes (master or workers) behind. examples/nginx-upstream.conf
-//! in front of three relays on one Redis: clients spread over them, every send delivered.
+//! register and receive through it, /healthz answers through it, the per-IP limit counts
+//! visitors (127.0.0.2 and 127.0.0.3) through X-Forwarded-For only with
+//! --trusted-proxies, tokens in query strings stay out of nginx's access log, and
+//! stopping nginx leaves none of its processes (master or workers) behind.
+//! examples/nginx-upstream.conf in front of three relays on one Redis: clients spread
+//! over them, every send delivered.
 
 mod common;
 
@@ -63,6 +66,11 @@ fn nginx(port: u16, relay_port: u16) -> Nginx {
 fn nginx_serving(port: u16, site: &str) -> Nginx {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
+    // The single-relay site logs accesses (without query strings): into this directory.
+    let site = site.replace(
+        "/var/log/nginx/notify-relay.access.log",
+        &format!("{d}/access.log"),
+    );
     let conf = format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          user nobody nogroup;\n\
@@ -177,5 +185,63 @@ async fn an_nginx_upstream_of_relays_on_one_redis_delivers_every_send() {
     assert!(
         left.is_empty(),
         "still running after nginx stopped: {left:?}"
+    );
+}
+
+/// A WebSocket through nginx from the loopback address `source`: the client, or the
+/// refusal's status.
+async fn visit(source: &str, port: u16, headers: &[(&str, &str)]) -> Result<common::Client, u16> {
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let tcp = common::connect_from(source, addr).await;
+    common::websocket_on(tcp, &format!("ws://127.0.0.1:{port}/"), headers).await
+}
+
+#[tokio::test]
+async fn per_ip_limits_count_visitors_behind_nginx_only_with_trusted_proxies() {
+    // Trusted: 127.0.0.2 and 127.0.0.3 are two visitors, each with its own limit.
+    let relay = RelayProcess::spawn(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ]);
+    let port = common::free_port();
+    let proxy = nginx(port, relay.addr.port());
+    let _first = visit("127.0.0.2", port, &[]).await.expect("first visitor");
+    let _second = visit("127.0.0.3", port, &[]).await.expect("second visitor");
+    assert_eq!(visit("127.0.0.2", port, &[]).await.err(), Some(429));
+    // A forged X-Forwarded-For is kept by nginx, which appends the real address: the
+    // relay takes the rightmost untrusted one, the real visitor.
+    let forged = visit("127.0.0.2", port, &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!(
+        forged.err(),
+        Some(429),
+        "a forged header is not a new visitor"
+    );
+    assert_eq!(visit("127.0.0.3", port, &[]).await.err(), Some(429));
+    // A token in the query string does not reach nginx's access log.
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let reply =
+        common::http_exchange(addr, "GET", "/presence/k?token=secret-in-query", &[], "").await;
+    assert_eq!(reply.status, 200);
+    let log_path = proxy.dir().join("access.log");
+    common::eventually("nginx logged the request", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("/presence/k"))
+    })
+    .await;
+    let access_log = std::fs::read_to_string(&log_path).expect("access log");
+    assert!(!access_log.contains("secret-in-query"), "{access_log}");
+    drop(proxy);
+    drop(relay);
+
+    // Untrusted: every visitor is nginx's own address, one visitor for the relay.
+    let relay = RelayProcess::spawn(&["--max-connections-per-ip", "1"]);
+    let port = common::free_port();
+    let _nginx = nginx(port, relay.addr.port());
+    let _first = visit("127.0.0.2", port, &[]).await.expect("first visitor");
+    assert_eq!(
+        visit("127.0.0.3", port, &[]).await.err(),
+        Some(429),
+        "without --trusted-proxies the proxy is the client"
     );
 }

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod token;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -39,6 +40,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 pub use backoff::Backoff;
+pub use token::{registration_token, sign as sign_token};
 
 /// The relay address used when none is given (the original's port, this machine).
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:8765/";
@@ -92,6 +94,8 @@ struct Request<'a> {
     ephemeral: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     collapse: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
 }
 
 /// How a message is kept (see [`Client::send_with`]).
@@ -111,6 +115,7 @@ struct Extra<'a> {
     since: Option<&'a str>,
     ephemeral: bool,
     collapse: Option<&'a str>,
+    token: Option<&'a str>,
 }
 
 /// What became of a sent message.
@@ -225,6 +230,8 @@ pub struct Client {
     next_id: u64,
     /// How long a request waits for its reply.
     reply_timeout: Duration,
+    /// The registration token sent with registrations (access control), if any.
+    token: Option<String>,
 }
 
 impl Client {
@@ -239,6 +246,7 @@ impl Client {
             pending: VecDeque::new(),
             next_id: 1,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            token: None,
         };
         let greeting = tokio::time::timeout(client.reply_timeout, client.next_text())
             .await
@@ -249,6 +257,13 @@ impl Client {
             )));
         }
         Ok(client)
+    }
+
+    /// Sets the registration token [`Client::register`] and [`Client::resume`] send: a
+    /// JWT for the key, needed by a relay started with `--auth-secret` (see
+    /// [`registration_token`]). A refused token is [`Error::Rejected`] `"unauthorized"`.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
     }
 
     /// Sets how long [`Client::send`] and [`Client::register`] wait for their reply.
@@ -290,9 +305,12 @@ impl Client {
     /// that reached nobody before arrive first, then live ones ([`Client::next_message`]).
     pub async fn register(&mut self, key: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
-        self.request(key, &connected, Extra::default())
-            .await
-            .map(drop)
+        let token = self.token.clone();
+        let extra = Extra {
+            token: token.as_deref(),
+            ..Extra::default()
+        };
+        self.request(key, &connected, extra).await.map(drop)
     }
 
     /// Registers under `key`, resuming from `since`: a cursor from an earlier
@@ -300,8 +318,10 @@ impl Client {
     /// or `"latest"` (nothing old). Read what arrives with [`Client::next_event`].
     pub async fn resume(&mut self, key: &str, since: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
+        let token = self.token.clone();
         let extra = Extra {
             since: Some(since),
+            token: token.as_deref(),
             ..Extra::default()
         };
         self.request(key, &connected, extra).await.map(drop)
@@ -374,6 +394,7 @@ impl Client {
             since: extra.since,
             ephemeral: extra.ephemeral,
             collapse: extra.collapse,
+            token: extra.token,
         })
         .map_err(|e| Error::Protocol(e.to_string()))?;
         self.ws

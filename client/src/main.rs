@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use notify_relay_client::{
-    check_url, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
+    check_url, registration_token, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -100,11 +100,31 @@ enum Command {
         /// Exit (5) if this much time passes before --count messages arrived.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// Registration token (a JWT for UUID) for a relay started with --auth-secret; a
+        /// refused token exits 1 without retrying.
+        #[arg(long, env = "NOTIFY_RELAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Print a registration token for UUID (an HS256 JWT with sub and exp), signed with
+    /// the relay's --auth-secret taken from NOTIFY_RELAY_AUTH_SECRET (never from the
+    /// command line, where other users could read it).
+    Token {
+        /// The key the token lets its holder register under, listen to and ask about.
+        uuid: String,
+        /// How long the token is valid (e.g. 1h, 15m).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
     },
 }
 
+/// Where `token` reads the secret from.
+const SECRET_VARIABLE: &str = "NOTIFY_RELAY_AUTH_SECRET";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Token { uuid, ttl } = &cli.command {
+        return ExitCode::from(print_token(uuid, *ttl));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +168,7 @@ fn main() -> ExitCode {
                 cursors,
                 count,
                 timeout,
+                token,
             } => {
                 let deadline = timeout.map(|t| Instant::now() + t);
                 let session = Listening {
@@ -156,12 +177,28 @@ fn main() -> ExitCode {
                     count,
                     deadline,
                     cursors,
+                    token,
                 };
                 listen(&session, since, &mut interrupt).await
             }
+            Command::Token { uuid, ttl } => print_token(&uuid, ttl),
         }
     });
     ExitCode::from(code)
+}
+
+/// `token`: prints a registration token for `uuid`, or says why it cannot.
+fn print_token(uuid: &str, ttl: Duration) -> u8 {
+    match std::env::var(SECRET_VARIABLE) {
+        Ok(secret) if !secret.is_empty() => {
+            println!("{}", registration_token(secret.as_bytes(), uuid, ttl));
+            EXIT_OK
+        }
+        _ => {
+            eprintln!("notify-relay-client: set {SECRET_VARIABLE} to the relay's --auth-secret");
+            EXIT_USAGE
+        }
+    }
 }
 
 /// `--url`: only a ws:// URL is a relay address (exit 2 otherwise, like any bad flag).
@@ -305,6 +342,8 @@ struct Listening<'a> {
     deadline: Option<Instant>,
     /// Print each message's cursor before it.
     cursors: bool,
+    /// The registration token, for a relay with access control.
+    token: Option<String>,
 }
 
 /// Where a `listen` run stands: what it printed and where to resume.
@@ -357,6 +396,7 @@ async fn listen_once(
         () = until(deadline) => return Ok(Stop::TimedOut),
         signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
     };
+    client.set_token(session.token.clone());
     let reading = async {
         client.resume(uuid, &progress.since).await?;
         backoff.reset();

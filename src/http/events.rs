@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{json, method_not_allowed, path_key, Body};
+use super::{check_token, json, method_not_allowed, path_key, Body};
 use crate::engine::{Position, Since, Start};
 use crate::log_text::escaped;
 use crate::metrics::CloseReason;
@@ -40,6 +40,8 @@ pub(super) struct Subscriber {
     pub remote: SocketAddr,
     /// The connection's share of `--max-connections`, held while the stream is open.
     pub _slot: OwnedSemaphorePermit,
+    /// Its place in its client IP's `--max-connections-per-ip`, when that is set.
+    pub _per_ip: Option<crate::limits::IpSlot>,
     /// Cancelled when the relay drains.
     pub shutdown: CancellationToken,
     /// Cancelled to cut the HTTP connection (a slow consumer), since a stalled write
@@ -63,6 +65,9 @@ pub(super) async fn serve(
         Ok(key) => key,
         Err(refused) => return *refused,
     };
+    if let Err(refusal) = check_token(&state, headers, query, &key) {
+        return *refusal;
+    }
     let since = starting_point(headers, query);
     let peer = Peer::new(state.config.outbox_limits());
     if state

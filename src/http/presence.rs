@@ -1,9 +1,10 @@
 //! `GET /presence/<KEY>`: whether anyone is connected under a key, and how many.
 
+use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 
-use super::{json, method_not_allowed, path_key, Body};
+use super::{check_token, json, method_not_allowed, path_key, Body};
 use crate::protocol::Reply;
 use crate::state::RelayState;
 
@@ -16,7 +17,13 @@ struct Presence<'a> {
 }
 
 /// Serves `GET /presence/<KEY>` (`encoded` is the percent-encoded key).
-pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) -> Response<Body> {
+pub(super) async fn serve(
+    state: &RelayState,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    encoded: &str,
+) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed("GET, HEAD");
     }
@@ -24,6 +31,9 @@ pub(super) async fn serve(state: &RelayState, method: &Method, encoded: &str) ->
         Ok(key) => key,
         Err(refused) => return *refused,
     };
+    if let Err(refusal) = check_token(state, headers, query, &key) {
+        return *refusal;
+    }
     match state.engine.presence(&key).await {
         Ok(connections) => json(
             StatusCode::OK,

@@ -15,7 +15,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::value::RawValue;
 
 use super::{json, method_not_allowed, path_key, Body};
+use crate::auth;
 use crate::engine::{Outgoing, Payload};
+use crate::limits::Limited as RateLimited;
 use crate::protocol::{self, Command, Frame, Reply, ReplyFrame, MAX_COLLAPSE_LENGTH};
 use crate::publish::publish as publish_message;
 use crate::state::RelayState;
@@ -32,6 +34,30 @@ pub(super) async fn serve(
 ) -> Response<Body> {
     if request.method() != Method::POST {
         return method_not_allowed("POST");
+    }
+    // Before the token check, so guessing tokens is rate limited too.
+    let ip = state.per_ip.client(remote.ip(), request.headers());
+    if let Err(limited) = state.per_ip.publish(ip, tokio::time::Instant::now()) {
+        state.metrics.rate_limited(limited);
+        state.log_limit.warn(format_args!(
+            "http publish from {remote} (client {ip}) refused: over --publish-rate-per-ip"
+        ));
+        let retry_after = match limited {
+            RateLimited::PublishRate(wait) => wait.as_secs_f64().ceil().max(1.0) as u64,
+            RateLimited::Connections => 1,
+        };
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.into());
+        return response;
+    }
+    if !state.access.may_publish(auth::bearer(request.headers())) {
+        state.metrics.publish_unauthorized.inc();
+        state.log_limit.warn(format_args!(
+            "http publish from {remote} refused: no or a wrong publisher token"
+        ));
+        return super::unauthorized(None);
     }
     let from = Http(remote);
     let key = match rest.strip_prefix('/') {

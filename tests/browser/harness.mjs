@@ -23,9 +23,9 @@ export async function freePort() {
   return port;
 }
 
-/** Starts the relay (RELAY_BIN) on `port` and resolves once it listens. */
-export async function startRelay(port) {
-  const relay = spawn(process.env.RELAY_BIN, ["--host", "127.0.0.1", String(port)], {
+/** Starts the relay (RELAY_BIN) on `port`, with `args`, and resolves once it listens. */
+export async function startRelay(port, args = []) {
+  const relay = spawn(process.env.RELAY_BIN, ["--host", "127.0.0.1", String(port), ...args], {
     env: { ...process.env, RUST_LOG: "info" },
     stdio: ["ignore", "ignore", "pipe"],
   });

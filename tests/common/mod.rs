@@ -149,6 +149,18 @@ impl Client {
         client
     }
 
+    /// Connects with a prepared handshake request (extra headers) and checks the greeting.
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Self {
+        let (ws, _) = within("connect", connect_async(request))
+            .await
+            .expect("websocket handshake");
+        let mut client = Client { ws, next_id: 0 };
+        assert_eq!(client.recv_text().await, GREETING);
+        client
+    }
+
     /// Connects without reading the greeting.
     pub async fn connect_raw(url: &str) -> Self {
         let (ws, _) = within("connect", connect_async(url))
@@ -355,6 +367,13 @@ pub struct RelayProcess {
 impl RelayProcess {
     pub fn spawn(args: &[&str]) -> Self {
         Self::start(Command::new(env!("CARGO_BIN_EXE_notify-relay")), args)
+    }
+
+    /// Starts the relay with extra environment variables (settings given as NOTIFY_RELAY_*).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_notify-relay"));
+        command.envs(env.iter().copied());
+        Self::start(command, args)
     }
 
     /// Starts another build of the relay (e.g. the one unpacked from the .deb).
@@ -884,5 +903,123 @@ pub async fn wait_readyz(addr: SocketAddr, status: u16) {
             "/readyz answered {got} ({body}), not {status}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A whole HTTP response: status, headers and body text.
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Any HTTP/1.1 request with headers and a body, through hyper's client connection.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    let tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    http_exchange_on(tcp, method, path, headers, body).await
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (any of 127.0.0.0/8),
+/// so one test can be several visitors.
+pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let source: std::net::IpAddr = source.parse().expect("source address");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    within("tcp connect", socket.connect(addr))
+        .await
+        .expect("tcp connect")
+}
+
+/// A WebSocket handshake over `tcp` with extra headers: the client (greeting read), or
+/// the HTTP status of the refusal.
+pub async fn websocket_on(
+    tcp: TcpStream,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match within(
+        "handshake",
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    {
+        Ok((ws, _)) => {
+            let mut client = Client { ws, next_id: 0 };
+            assert_eq!(client.recv_text().await, GREETING);
+            Ok(client)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("handshake failed otherwise: {other}"),
+    }
+}
+
+/// Like [`http_exchange`], over an open connection.
+pub async fn http_exchange_on(
+    tcp: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    let addr = tcp.peer_addr().expect("peer address");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = within("http response", sender.send_request(request))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    HttpReply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -12,7 +15,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterable, Iterator, List
 
 import pytest
 
@@ -43,8 +46,9 @@ def free_port() -> int:
 class Relay:
     """One relay process on a fixed port, which can be stopped and started again."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, args: Iterable[str] = ()) -> None:
         self.port = port
+        self.args = list(args)
         self.http = f"http://127.0.0.1:{port}"
         self.ws = f"ws://127.0.0.1:{port}/"
         self.process: "subprocess.Popen[str] | None" = None
@@ -54,7 +58,7 @@ class Relay:
         assert Path(RELAY_BIN).exists(), f"no relay at {RELAY_BIN}: run cargo build"
         self.log = []
         self.process = subprocess.Popen(
-            [RELAY_BIN, "--host", "127.0.0.1", str(self.port)],
+            [RELAY_BIN, "--host", "127.0.0.1", str(self.port), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -102,15 +106,47 @@ class Relay:
                 return float(line.split()[-1])
         return 0.0
 
-    def connections(self, key: str) -> int:
-        """Live connections under ``key`` (GET /presence/<key>)."""
-        with urllib.request.urlopen(f"{self.http}/presence/{key}", timeout=DEADLINE_S) as response:
+    def connections(self, key: str, token: str = "") -> int:
+        """Live connections under ``key`` (GET /presence/<key>, with ``token`` if given)."""
+        query = f"?token={token}" if token else ""
+        url = f"{self.http}/presence/{key}{query}"
+        with urllib.request.urlopen(url, timeout=DEADLINE_S) as response:
             return int(json.load(response)["connections"])
 
 
 @pytest.fixture
 def relay() -> Iterator[Relay]:
     relay = Relay(free_port())
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+#: The registration secret and publisher token of ``secured_relay``.
+AUTH_SECRET = "python client test secret"
+PUBLISH_TOKEN = "python client publisher"
+
+
+def registration_token(key: str, secret: str = AUTH_SECRET, ttl_s: int = 3600) -> str:
+    """An HS256 JWT for ``key``, as a web app would mint it (here with the standard
+    library; the docs show the same with PyJWT)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64(json.dumps({"sub": key, "exp": int(time.time()) + ttl_s}).encode())
+    signed = f"{header}.{claims}"
+    signature = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
+    return f"{signed}.{b64(signature)}"
+
+
+@pytest.fixture
+def secured_relay() -> Iterator[Relay]:
+    """A relay with --auth-secret and --publish-token (Part 5 access control)."""
+    relay = Relay(free_port(), ["--auth-secret", AUTH_SECRET, "--publish-token", PUBLISH_TOKEN])
     relay.start()
     try:
         yield relay

@@ -10,7 +10,14 @@ from typing import AsyncIterator, List
 import pytest
 
 import notify_relay
-from conftest import DEADLINE_S, Relay, eventually, free_port
+from conftest import (
+    DEADLINE_S,
+    PUBLISH_TOKEN,
+    Relay,
+    eventually,
+    free_port,
+    registration_token,
+)
 
 CLIENT_CLOSES = 'notify_relay_connections_closed_total{reason="client_close"}'
 
@@ -115,3 +122,38 @@ def test_cancellation_closes_cleanly(relay: Relay) -> None:
     asyncio.run(listen_then_cancel())
     eventually("the relay counts a client close", lambda: relay.metric(CLIENT_CLOSES) == closes_before + 1)
     assert relay.connections("job-4") == 0
+
+
+def test_tokens_against_a_relay_with_access_control(secured_relay: Relay) -> None:
+    relay = secured_relay
+    for token in (None, "wrong publisher token"):
+        with pytest.raises(notify_relay.PublishError) as refused:
+            notify_relay.publish(relay.http, "job-4", "forged", token=token)
+        assert refused.value.status == 401
+        assert refused.value.error == "unauthorized"
+
+    async def refused_listen(token: "str | None") -> None:
+        messages = notify_relay.listen(relay.ws, "job-4", token=token)
+        with pytest.raises(notify_relay.RegistrationRefused) as refused:
+            await next_message(messages)
+        assert refused.value.error == "unauthorized"
+
+    asyncio.run(refused_listen(None))
+    asyncio.run(refused_listen(registration_token("another-job")))
+    asyncio.run(refused_listen(registration_token("job-4", secret="not the relay's")))
+
+    token = registration_token("job-4")
+
+    async def listened() -> None:
+        messages = notify_relay.listen(relay.ws, "job-4", since="latest", token=token)
+        first = asyncio.ensure_future(next_message(messages))
+        await asyncio.to_thread(
+            eventually, "the listener registered",
+            lambda: relay.connections("job-4", token) == 1)
+        reply = await asyncio.to_thread(
+            notify_relay.publish, relay.http, "job-4", "allowed", PUBLISH_TOKEN)
+        assert reply["delivered"] == 1
+        assert (await first).data == "allowed"
+        await messages.aclose()
+
+    asyncio.run(listened())
