@@ -128,7 +128,7 @@ struct Connection {
     log_limit: Option<Box<LogLimit>>,
     /// The socket.
     ws: WebSocketStream<Socket>,
-    /// Configuration, router and metrics.
+    /// Configuration, engine and metrics.
     state: Arc<RelayState>,
     /// Its `--frame-rate` bucket, when that is set.
     frame_limit: Option<Box<FrameLimit>>,

@@ -51,7 +51,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The state the server shares with its tasks (metrics, router), for inspection.
+    /// The state the server shares with its tasks (metrics, engine), for inspection.
     pub fn state(&self) -> Arc<RelayState> {
         Arc::clone(&self.state)
     }
