@@ -1,16 +1,20 @@
 // examples/events.html in a real headless Chromium: the browser's own EventSource
 // receives what the relay's HTTP publish sends, and a reload resumes from the last event
 // id (kept in sessionStorage) with nothing lost or doubled. Run by tests/browser.rs,
-// which passes RELAY_BIN and PAGE.
+// which passes RELAY_BIN, ROOT and PAGE. The page is served over HTTP from 127.0.0.1 (a
+// real origin: a file:// page's sessionStorage did not always survive leaving the page).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import {
-  CHROMIUM_ARGS, CHROMIUM, TIMEOUT_MS, eventually, freePort, startRelay, stopRelay,
+  CHROMIUM_ARGS, CHROMIUM, TIMEOUT_MS, eventually, freePort, serveFiles, startRelay, stopRelay,
+  stopServing,
 } from "./harness.mjs";
 
-const { PAGE } = process.env;
+const { PAGE, ROOT } = process.env;
 const port = await freePort();
 const relay = await startRelay(port);
+const files = await serveFiles(ROOT);
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 try {
   const server = `http://127.0.0.1:${port}`;
@@ -23,16 +27,20 @@ try {
   };
   const page = await browser.newPage();
   page.setDefaultTimeout(TIMEOUT_MS);
-  const url = `file://${PAGE}?server=${encodeURIComponent(server)}#${uuid}`;
+  const url = `${files.url}/${relative(ROOT, PAGE)}?server=${encodeURIComponent(server)}#${uuid}`;
   await page.goto(url);
   await page.waitForSelector('#state[data-state="open"]');
 
   const live = await publish("first event");
   assert.equal(live.delivered, 1, "the EventSource counts as a connection");
   await page.getByText("first event").waitFor();
-  await publish("multi\nline");
+  const last = await publish("multi\nline");
   await page.locator("li pre", { hasText: "multi" }).waitFor();
   assert.equal(await page.locator("li pre").nth(1).textContent(), "multi\nline");
+  // The page keeps the last event id for after a reload.
+  const idKey = `notify-relay:event-id:${server}:${uuid}`;
+  await eventually("the page stored the last event id", async () =>
+    (await page.evaluate((key) => sessionStorage.getItem(key), idKey)) === last.cursor);
 
   // Away: what is published meanwhile is kept, and the reloaded page resumes after the
   // last event it showed.
@@ -52,5 +60,6 @@ try {
   console.log("browser events: ok");
 } finally {
   await browser.close();
+  await stopServing(files.server);
   await stopRelay(relay).catch(() => relay.kill("SIGKILL"));
 }
