@@ -449,6 +449,19 @@ mod tests {
         assert_eq!(access.check_registration(None, "k"), Err(Refusal::Missing));
     }
 
+    /// A token with exactly this header and payload, signed with `SECRET`.
+    fn signed_as_is(header: &[u8], payload: &[u8]) -> String {
+        let signed = format!(
+            "{}.{}",
+            BASE64URL_NOPAD.encode(header),
+            BASE64URL_NOPAD.encode(payload)
+        );
+        let mac = hmac_sha256(SECRET, signed.as_bytes())
+            .finalize()
+            .into_bytes();
+        format!("{signed}.{}", BASE64URL_NOPAD.encode(&mac))
+    }
+
     #[test]
     fn only_hs256_is_accepted() {
         let access = access("current secret", None);
@@ -457,24 +470,14 @@ mod tests {
         let unsigned = format!("{header}.{payload}.");
         assert_eq!(access.verify(&unsigned, "k", NOW), Err(Refusal::Invalid));
         // Correctly signed with the secret but claiming another algorithm.
-        let signed = format!("{header}.{payload}");
-        let mac = hmac_sha256(SECRET, signed.as_bytes())
-            .finalize()
-            .into_bytes();
-        let token = format!("{signed}.{}", BASE64URL_NOPAD.encode(&mac));
+        let token = signed_as_is(br#"{"alg":"none"}"#, br#"{"sub":"k","exp":9999999999}"#);
         assert_eq!(access.verify(&token, "k", NOW), Err(Refusal::Invalid));
     }
 
     #[test]
     fn a_token_without_exp_is_invalid() {
         let access = access("current secret", None);
-        let header = BASE64URL_NOPAD.encode(br#"{"alg":"HS256"}"#);
-        let payload = BASE64URL_NOPAD.encode(br#"{"sub":"k"}"#);
-        let signed = format!("{header}.{payload}");
-        let mac = hmac_sha256(SECRET, signed.as_bytes())
-            .finalize()
-            .into_bytes();
-        let token = format!("{signed}.{}", BASE64URL_NOPAD.encode(&mac));
+        let token = signed_as_is(br#"{"alg":"HS256"}"#, br#"{"sub":"k"}"#);
         assert_eq!(access.verify(&token, "k", NOW), Err(Refusal::Invalid));
     }
 

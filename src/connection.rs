@@ -33,7 +33,7 @@ use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::limits::{FrameLimit, FrameVerdict, IpSlot};
-use crate::log_limit::{self, Admit, LogLimit};
+use crate::log_limit::{self, Admit, LogLimit, SharedLogLimit};
 use crate::log_text::{escaped, preview};
 use crate::message_timeout::{MessageTimedOut, MessageTimeout};
 use crate::metrics::{CloseReason, DropReason};
@@ -328,10 +328,14 @@ impl Connection {
                 Reply::Refused(UNAUTHORIZED.into())
             }
             Ok(Command::Deliver { to, message }) => {
-                let state = Arc::clone(&self.state);
-                let from = Conn(self.peer.id);
-                let mut log = |line: fmt::Arguments<'_>| self.log_limited(Level::Warn, line);
-                publish(&state, &from, &to, message, &mut log).await
+                // Disjoint borrows, not a clone of the shared state's Arc: every
+                // connection would touch that one reference count for every message.
+                let id = self.peer.id;
+                let (own, state) = (&mut self.log_limit, &*self.state);
+                let mut log = |line: fmt::Arguments<'_>| {
+                    log_within(own, &state.log_limit, id, Level::Warn, line)
+                };
+                publish(state, &Conn(id), &to, message, &mut log).await
             }
             Ok(Command::Presence { key }) => {
                 match self.state.access.check_registration(token.as_deref(), &key) {
@@ -615,29 +619,8 @@ impl Connection {
     /// connection's and the relay's budgets (see [`log_limit`]). A line logged after
     /// some were held back is preceded by their count.
     fn log_limited(&mut self, level: Level, line: fmt::Arguments<'_>) {
-        let now = Instant::now();
-        let own = self
-            .log_limit
-            .get_or_insert_with(|| Box::new(LogLimit::new(log_limit::PER_CONNECTION, now)));
-        let held_back = match own.admit(now) {
-            Admit::Suppress => return,
-            Admit::Log(held_back) => held_back,
-        };
         let id = self.peer.id;
-        let Some(all_held_back) = self
-            .state
-            .log_limit
-            .admit(now, held_back.map_or(0, |s| s.count))
-        else {
-            return;
-        };
-        if let Some(all) = all_held_back {
-            log!(level, "all connections: {all}");
-        }
-        if let Some(mine) = held_back {
-            log!(level, "conn {id}: {mine}");
-        }
-        log!(level, "{line}");
+        log_within(&mut self.log_limit, &self.state.log_limit, id, level, line);
     }
 
     /// Reports what this connection's budget held back and has not reported yet: when
@@ -709,6 +692,34 @@ impl Connection {
 
 /// The error text of a frame dropped over `--frame-rate`.
 pub const RATE_LIMITED: &str = "rate_limited";
+
+/// Logs `line` of connection `id` within its own budget (`own`, made on its first such
+/// line) and the relay's (`shared`). A line logged after some were held back is preceded
+/// by their count.
+fn log_within(
+    own: &mut Option<Box<LogLimit>>,
+    shared: &Arc<SharedLogLimit>,
+    id: PeerId,
+    level: Level,
+    line: fmt::Arguments<'_>,
+) {
+    let now = Instant::now();
+    let own = own.get_or_insert_with(|| Box::new(LogLimit::new(log_limit::PER_CONNECTION, now)));
+    let held_back = match own.admit(now) {
+        Admit::Suppress => return,
+        Admit::Log(held_back) => held_back,
+    };
+    let Some(all_held_back) = shared.admit(now, held_back.map_or(0, |s| s.count)) else {
+        return;
+    };
+    if let Some(all) = all_held_back {
+        log!(level, "all connections: {all}");
+    }
+    if let Some(mine) = held_back {
+        log!(level, "conn {id}: {mine}");
+    }
+    log!(level, "{line}");
+}
 
 /// A connection as log lines name it: `conn #7`.
 struct Conn(PeerId);

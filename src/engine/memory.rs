@@ -66,6 +66,9 @@ pub struct MemoryEngine {
     held: Mutex<VecDeque<Held>>,
     /// Messages retained now.
     retained_messages: AtomicUsize,
+    /// Keys with at least one subscriber, counted as a key's first arrives and last
+    /// leaves (so `/metrics` need not walk every key).
+    live_keys: AtomicUsize,
     /// Bytes they count against the memory cap.
     retained_bytes: AtomicUsize,
     /// Retention settings.
@@ -83,6 +86,7 @@ impl MemoryEngine {
             channels: DashMap::new(),
             held: Mutex::new(VecDeque::new()),
             retained_messages: AtomicUsize::new(0),
+            live_keys: AtomicUsize::new(0),
             retained_bytes: AtomicUsize::new(0),
             config,
             epochs: EpochSource::new(),
@@ -219,6 +223,9 @@ impl MemoryEngine {
         for frame in owed {
             peer.outbox.push_owed(frame);
         }
+        if channel.peers.is_empty() {
+            self.live_keys.fetch_add(1, Ordering::Relaxed);
+        }
         channel.peers.add(peer);
         drop(channel);
         self.metrics.messages_replayed.inc_by(replayed as u64);
@@ -227,7 +234,11 @@ impl MemoryEngine {
     fn unsubscribe_now(&self, key: &str, peer: &Peer) {
         let now_unused = match self.channels.get_mut(key) {
             Some(mut channel) => {
+                let had_peers = !channel.peers.is_empty();
                 channel.peers.remove(peer);
+                if had_peers && channel.peers.is_empty() {
+                    self.live_keys.fetch_sub(1, Ordering::Relaxed);
+                }
                 channel.is_unused()
             }
             None => false,
@@ -361,11 +372,7 @@ impl Engine for MemoryEngine {
 
     fn stats(&self) -> EngineStats {
         EngineStats {
-            keys: self
-                .channels
-                .iter()
-                .filter(|channel| !channel.peers.is_empty())
-                .count(),
+            keys: self.live_keys.load(Ordering::Relaxed),
             retained_messages: self.retained_messages.load(Ordering::Relaxed),
             retained_bytes: self.retained_bytes.load(Ordering::Relaxed),
         }

@@ -299,12 +299,24 @@ pub async fn http_send(
     headers: &[(&str, &str)],
     body: impl Into<hyper::body::Bytes>,
 ) -> hyper::Response<hyper::body::Incoming> {
-    use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
-
     let tcp = within("tcp connect", TcpStream::connect(addr))
         .await
         .expect("tcp connect");
+    http_send_on(tcp, method, path, headers, body).await
+}
+
+/// Like [`http_send`], over an open connection (e.g. one bound to a source address).
+pub async fn http_send_on(
+    tcp: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<hyper::body::Bytes>,
+) -> hyper::Response<hyper::body::Incoming> {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+
+    let addr = tcp.peer_addr().expect("peer address");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .expect("http handshake");
@@ -987,33 +999,12 @@ pub async fn http_exchange_on(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpReply {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
+    use http_body_util::BodyExt;
 
-    let addr = tcp.peer_addr().expect("peer address");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = within("http response", sender.send_request(request))
-        .await
-        .expect("response");
+    let response = http_send_on(tcp, method, path, headers, body.to_owned()).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
+    let bytes = within("http body", response.into_body().collect())
         .await
         .expect("body")
         .to_bytes();
