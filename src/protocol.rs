@@ -275,7 +275,6 @@ pub fn parse(text: &str, max_key_len: usize) -> Frame<'_> {
     };
     let token = envelope
         .token
-        .filter(|raw| !is_null(raw))
         .map(|raw| json_string(raw).ok().flatten().unwrap_or_default());
     Frame::Request(Request { id, command, token })
 }
@@ -289,7 +288,7 @@ fn is_string_or_number(raw: &RawValue) -> bool {
 
 fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a>, Rejection> {
     if envelope.recipient_uuid.is_none() {
-        if let Some(raw_key) = envelope.presence.filter(|raw| !is_null(raw)) {
+        if let Some(raw_key) = envelope.presence {
             let key = valid_key(raw_key, max_key_len)?;
             return Ok(Command::Presence { key });
         }
@@ -299,7 +298,7 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
     let raw_message = envelope.message.ok_or(Rejection::MissingMessage)?;
     let payload = match json_string(raw_message)? {
         Some(text) if text == REGISTER_MESSAGE => {
-            let since = match envelope.since.filter(|raw| !is_null(raw)) {
+            let since = match envelope.since {
                 None => None,
                 Some(raw) => Some(since(raw)?.ok_or(Rejection::InvalidSince)?),
             };
@@ -309,11 +308,11 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
         None => Payload::json(compact_json(raw_message)),
     };
     let ephemeral = match envelope.ephemeral.map(RawValue::get) {
-        None | Some("null" | "false") => false,
+        None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(Rejection::InvalidEphemeral),
     };
-    let collapse = match envelope.collapse.filter(|raw| !is_null(raw)) {
+    let collapse = match envelope.collapse {
         None => None,
         Some(raw) => match json_string(raw)? {
             Some(name) if name.len() <= MAX_COLLAPSE_LENGTH => Some(name.into()),
@@ -369,10 +368,6 @@ fn since(raw: &RawValue) -> Result<Option<Since>, Rejection> {
         "latest" => Since::Latest,
         cursor => Position::parse(cursor).map_or(Since::Unknown, Since::After),
     }))
-}
-
-fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes. `None` when not a string.
