@@ -13,6 +13,7 @@ use crate::auth::AuthConfig;
 use crate::limits::LimitsConfig;
 use crate::outbox::OutboxLimits;
 use crate::protocol::GREETING;
+use crate::tls::TlsConfig;
 
 /// The port of the original Notification Center.
 pub const DEFAULT_PORT: u16 = 8765;
@@ -151,6 +152,10 @@ pub struct Config {
     /// Rate limits (Part 5): per client IP and per connection.
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    /// Native TLS: certificate and key files.
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 /// Several relay processes as one key space (Part 4 of docs/PROTOCOL.md).
@@ -223,6 +228,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
