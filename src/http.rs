@@ -339,7 +339,7 @@ impl<S: Transport> Routes<S> {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness(),
             "/metrics" => self.metrics(),
-            _ => about(request.headers()),
+            _ => about(request.headers(), self.state.tls.is_some()),
         }
     }
 
@@ -482,17 +482,19 @@ path, and plain HTTP at /healthz, /readyz, /metrics, /publish, /presence/KEY and
 /events/KEY (see /)\n";
 
 /// `GET /` from a browser: 426, and a few lines saying what this port is. The WebSocket
-/// address is built from the Host header only when it is a valid authority.
-fn about(headers: &HeaderMap) -> Response<Body> {
+/// address (`wss://` when the relay serves TLS itself) is built from the Host header only
+/// when it is a valid authority.
+fn about(headers: &HeaderMap, tls: bool) -> Response<Body> {
+    let scheme = if tls { "wss" } else { "ws" };
     let address = headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
         .and_then(|host| host.parse::<Authority>().ok())
         .map_or_else(
-            || "ws://HOST:PORT/".to_owned(),
+            || format!("{scheme}://HOST:PORT/"),
             |authority| match authority.port_u16() {
-                Some(port) => format!("ws://{}:{port}/", authority.host()),
-                None => format!("ws://{}/", authority.host()),
+                Some(port) => format!("{scheme}://{}:{port}/", authority.host()),
+                None => format!("{scheme}://{}/", authority.host()),
             },
         );
     let body = format!(

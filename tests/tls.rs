@@ -309,6 +309,8 @@ async fn curl_publishes_and_reads_every_http_route_over_https() {
     .await;
     assert_eq!(health, "ok\n 200 HTTP/1.1");
     assert_eq!(curl(vec![format!("{base}/readyz")]).await, "ready\n");
+    let about = curl(vec![format!("{base}/")]).await;
+    assert!(about.contains(&format!("wss://{}/", relay.addr)), "{about}");
     assert!(curl(vec![format!("{base}/metrics")])
         .await
         .contains("notify_relay_tls_reloads_total{result=\"ok\"} 0"));
