@@ -205,7 +205,11 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
-    const ALL: [TlsFailure; 3] = [TlsFailure::Timeout, TlsFailure::Closed, TlsFailure::Protocol];
+    const ALL: [TlsFailure; 3] = [
+        TlsFailure::Timeout,
+        TlsFailure::Closed,
+        TlsFailure::Protocol,
+    ];
 
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {

@@ -194,7 +194,11 @@ fn load(cert: &Path, key: &Path) -> Result<(ServerConfig, Loaded), TlsError> {
     })?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, private_key))
+        .and_then(|builder| {
+            builder
+                .with_no_client_auth()
+                .with_single_cert(chain, private_key)
+        })
         .map_err(|e| {
             let why = match e {
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
@@ -216,10 +220,7 @@ fn load(cert: &Path, key: &Path) -> Result<(ServerConfig, Loaded), TlsError> {
 fn read_pem_file(flag: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     let mut contents = Vec::new();
     std::fs::File::open(path)
-        .and_then(|file| {
-            file.take(MAX_PEM_FILE_BYTES + 1)
-                .read_to_end(&mut contents)
-        })
+        .and_then(|file| file.take(MAX_PEM_FILE_BYTES + 1).read_to_end(&mut contents))
         .map_err(|e| bad_file(flag, path, &format!("cannot be read: {e}")))?;
     if contents.len() as u64 > MAX_PEM_FILE_BYTES {
         return Err(bad_file(
@@ -318,8 +319,8 @@ mod tests {
         let parse = |args: &[&str]| crate::Config::try_parse_from(args);
         assert!(parse(&["notify-relay", "--tls-cert", "c.pem"]).is_err());
         assert!(parse(&["notify-relay", "--tls-key", "k.pem"]).is_err());
-        let both = parse(&["notify-relay", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
-            .expect("parses");
+        let both =
+            parse(&["notify-relay", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("parses");
         assert_eq!(both.tls.tls_cert, Some(PathBuf::from("c.pem")));
         assert_eq!(both.tls.tls_key, Some(PathBuf::from("k.pem")));
         let neither = parse(&["notify-relay"]).expect("parses");
@@ -344,7 +345,10 @@ mod tests {
         let error = Tls::from_config(&config(&garbage, &garbage))
             .expect_err("no certificate")
             .to_string();
-        assert!(error.contains("garbage.pem: holds no PEM certificate"), "{error}");
+        assert!(
+            error.contains("garbage.pem: holds no PEM certificate"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -177,9 +177,12 @@ impl WssClient {
     async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>) -> Self {
         let tls = tls_connect(addr, ca).await.expect("TLS handshake");
         let url = format!("wss://{addr}/");
-        let (ws, _) = within("websocket handshake", tokio_tungstenite::client_async(url, tls))
-            .await
-            .expect("websocket handshake over TLS");
+        let (ws, _) = within(
+            "websocket handshake",
+            tokio_tungstenite::client_async(url, tls),
+        )
+        .await
+        .expect("websocket handshake over TLS");
         let mut client = WssClient { ws, next_id: 0 };
         assert_eq!(client.recv_text().await, GREETING);
         client
@@ -335,7 +338,10 @@ async fn curl_publishes_and_reads_every_http_route_over_https() {
 
     // Server-Sent Events over TLS: the stream's first event arrives.
     let mut events = tls_connect(relay.addr, &identity.ca).await.expect("TLS");
-    let request = format!("GET /events/sse-key HTTP/1.1\r\nHost: {}\r\n\r\n", relay.addr);
+    let request = format!(
+        "GET /events/sse-key HTTP/1.1\r\nHost: {}\r\n\r\n",
+        relay.addr
+    );
     events.write_all(request.as_bytes()).await.expect("write");
     let mut events = BufReader::new(events);
     let mut line = String::new();
