@@ -111,7 +111,8 @@ pub struct Config {
     pub max_connections: usize,
 
     /// How long a new connection may take to send its request headers (idle sockets and
-    /// slow handshakes are closed after it).
+    /// slow handshakes are closed after it). With --tls-cert, the TLS handshake before
+    /// them gets the same time.
     #[arg(long, env = "NOTIFY_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
