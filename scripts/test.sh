@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive for real: Python (websockets clients), Node and
 # Chromium (examples/example.html), nginx, supervisord and systemd-analyze (deployment),
-# redis-server and redis-cli (several relays as one key space).
+# redis-server and redis-cli (several relays as one key space), curl (HTTPS, tests/tls.rs).
 missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v node >/dev/null || missing+=(nodejs npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v nginx >/dev/null || missing+=(nginx-light)

@@ -13,6 +13,7 @@ use crate::auth::AuthConfig;
 use crate::limits::LimitsConfig;
 use crate::outbox::OutboxLimits;
 use crate::protocol::GREETING;
+use crate::tls::TlsConfig;
 
 /// The port of the original Notification Center.
 pub const DEFAULT_PORT: u16 = 8765;
@@ -110,7 +111,8 @@ pub struct Config {
     pub max_connections: usize,
 
     /// How long a new connection may take to send its request headers (idle sockets and
-    /// slow handshakes are closed after it).
+    /// slow handshakes are closed after it). With --tls-cert, the TLS handshake before
+    /// them gets the same time.
     #[arg(long, env = "NOTIFY_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
@@ -151,6 +153,10 @@ pub struct Config {
     /// Rate limits (Part 5): per client IP and per connection.
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    /// Native TLS: certificate and key files.
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 /// Several relay processes as one key space (Part 4 of docs/PROTOCOL.md).
@@ -223,6 +229,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, log, trace, Level};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -49,15 +49,22 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunk size for discarding input after a desynchronising error.
 const DISCARD_BUFFER_SIZE: usize = 8 * 1024;
 
-/// The socket of a WebSocket connection: TCP, read through [`ReadAhead`], with the time
-/// bound on unfinished messages.
-pub type Socket = MessageTimeout<ReadAhead<TcpStream>>;
+/// What a connection runs over: a TCP stream, or TLS over one. Code that serves
+/// connections is generic over it, so the plain path is compiled for `TcpStream` itself
+/// and pays nothing for TLS being possible.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+
+/// The socket of a WebSocket connection: TCP (or TLS over TCP), read through
+/// [`ReadAhead`], with the time bound on unfinished messages.
+pub type Socket<S = TcpStream> = MessageTimeout<ReadAhead<S>>;
 
 /// The socket of an upgraded connection. `early` are bytes the client sent behind its
 /// handshake, already read by the HTTP layer: the socket serves them first, so the
 /// message tracking sees every byte.
-pub fn socket(tcp: TcpStream, early: &[u8]) -> Socket {
-    MessageTimeout::new(ReadAhead::with_unread(tcp, early))
+pub fn socket<S: Transport>(stream: S, early: &[u8]) -> Socket<S> {
+    MessageTimeout::new(ReadAhead::with_unread(stream, early))
 }
 
 /// A connection that ends with a reason.
@@ -79,8 +86,8 @@ pub struct Admitted {
 /// A plain function returning the task's future, so the socket is stored once in that
 /// future (inside the [`Connection`]), not once as an argument and again as a field:
 /// this future is most of what an idle connection costs.
-pub fn serve(
-    mut ws: WebSocketStream<Socket>,
+pub fn serve<S: Transport>(
+    mut ws: WebSocketStream<Socket<S>>,
     remote: SocketAddr,
     state: Arc<RelayState>,
     shutdown: CancellationToken,
@@ -117,7 +124,7 @@ pub fn serve(
     }
 }
 
-struct Connection {
+struct Connection<S> {
     /// What other tasks reach: this connection's id and outbox.
     peer: Arc<Peer>,
     /// Ping/Pong timing.
@@ -127,7 +134,7 @@ struct Connection {
     /// This connection's budget of log lines it can trigger; made on its first such line.
     log_limit: Option<Box<LogLimit>>,
     /// The socket.
-    ws: WebSocketStream<Socket>,
+    ws: WebSocketStream<Socket<S>>,
     /// Configuration, engine and metrics.
     state: Arc<RelayState>,
     /// Its `--frame-rate` bucket, when that is set.
@@ -136,7 +143,7 @@ struct Connection {
     admitted: Admitted,
 }
 
-impl Connection {
+impl<S: Transport> Connection<S> {
     fn opened(&self, remote: SocketAddr) {
         let metrics = &self.state.metrics;
         metrics.connections.inc();
@@ -670,13 +677,13 @@ impl Connection {
         let discard = async {
             // tungstenite may already have sent a Close for a protocol error.
             let _ = self.ws.close(Some(frame)).await;
-            let tcp = self.ws.get_mut().get_mut().get_mut();
-            if tcp.shutdown().await.is_err() {
+            let stream = self.ws.get_mut().get_mut().get_mut();
+            if stream.shutdown().await.is_err() {
                 return;
             }
             // On the heap: a buffer in this future would enlarge every connection's task.
             let mut sink = vec![0u8; DISCARD_BUFFER_SIZE];
-            while let Ok(1..) = tcp.read(&mut sink).await {}
+            while let Ok(1..) = stream.read(&mut sink).await {}
         };
         let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, discard).await;
     }

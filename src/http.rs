@@ -16,6 +16,7 @@ mod publish;
 
 use std::convert::Infallible;
 use std::future::{pending, ready, Future};
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,7 +34,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, error};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Refusal, UNAUTHORIZED};
 use crate::capacity::Admission;
-use crate::connection::{self, Socket};
+use crate::connection::{self, Socket, Transport};
 use crate::limits::IpSlot;
 use crate::log_text::escaped;
 use crate::metrics::{HandshakeRejection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
@@ -70,8 +70,8 @@ const ALLOWED_METHODS: &str = "GET, HEAD";
 /// `admission` is the connection's slot (it may become a WebSocket), or its overflow
 /// place when the relay was full (one request, no keep-alive, closed early when a newer
 /// connection needs the place).
-pub(crate) async fn serve_connection(
-    tcp: TcpStream,
+pub(crate) async fn serve_connection<S: Transport>(
+    stream: S,
     remote: SocketAddr,
     state: Arc<RelayState>,
     admission: Admission,
@@ -83,13 +83,14 @@ pub(crate) async fn serve_connection(
         Admission::Overflow(place) => (None, Some(place)),
     };
     let abort = CancellationToken::new();
-    let routes = Routes {
+    let routes = Routes::<S> {
         remote,
         state: Arc::clone(&state),
         slot: Mutex::new(slot),
         shutdown: shutdown.clone(),
         abort: abort.clone(),
         tracker,
+        transport: PhantomData,
     };
     let mut builder = http1::Builder::new();
     builder
@@ -100,7 +101,7 @@ pub(crate) async fn serve_connection(
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .keep_alive(overflow.is_none());
     let mut conn = pin!(builder
-        .serve_connection(TokioIo::new(tcp), routes)
+        .serve_connection(TokioIo::new(stream), routes)
         .with_upgrades());
     let evicted = async {
         match &overflow {
@@ -134,8 +135,8 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// The request handler of one TCP connection.
-struct Routes {
+/// The request handler of one connection over `S` (TCP, or TLS over TCP).
+struct Routes<S> {
     /// The client, for logs.
     remote: SocketAddr,
     /// Shared relay state.
@@ -149,9 +150,11 @@ struct Routes {
     abort: CancellationToken,
     /// Tracks the WebSocket task so shutdown waits for it.
     tracker: TaskTracker,
+    /// The stream an upgrade takes back from hyper.
+    transport: PhantomData<fn() -> S>,
 }
 
-impl Service<Request<Incoming>> for Routes {
+impl<S: Transport> Service<Request<Incoming>> for Routes<S> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Responding;
@@ -191,7 +194,7 @@ impl Api {
     }
 }
 
-impl Routes {
+impl<S: Transport> Routes<S> {
     /// Serves a Part 3 route. Pages on other origins may call them (a browser's
     /// EventSource or fetch), as they may open the WebSocket: CORS allows any origin.
     fn serve_api(&self, route: Api, request: Request<Incoming>) -> Responding {
@@ -336,7 +339,7 @@ impl Routes {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness(),
             "/metrics" => self.metrics(),
-            _ => about(request.headers()),
+            _ => about(request.headers(), self.state.tls.is_some()),
         }
     }
 
@@ -412,7 +415,7 @@ impl Routes {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = state.websocket;
-                    if let Some(ws) = into_websocket(upgraded, config).await {
+                    if let Some(ws) = into_websocket::<S>(upgraded, config).await {
                         let admitted = connection::Admitted {
                             slot,
                             per_ip,
@@ -479,17 +482,19 @@ path, and plain HTTP at /healthz, /readyz, /metrics, /publish, /presence/KEY and
 /events/KEY (see /)\n";
 
 /// `GET /` from a browser: 426, and a few lines saying what this port is. The WebSocket
-/// address is built from the Host header only when it is a valid authority.
-fn about(headers: &HeaderMap) -> Response<Body> {
+/// address (`wss://` when the relay serves TLS itself) is built from the Host header only
+/// when it is a valid authority.
+fn about(headers: &HeaderMap, tls: bool) -> Response<Body> {
+    let scheme = if tls { "wss" } else { "ws" };
     let address = headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
         .and_then(|host| host.parse::<Authority>().ok())
         .map_or_else(
-            || "ws://HOST:PORT/".to_owned(),
+            || format!("{scheme}://HOST:PORT/"),
             |authority| match authority.port_u16() {
-                Some(port) => format!("ws://{}:{port}/", authority.host()),
-                None => format!("ws://{}/", authority.host()),
+                Some(port) => format!("{scheme}://{}:{port}/", authority.host()),
+                None => format!("{scheme}://{}/", authority.host()),
             },
         );
     let body = format!(
@@ -513,20 +518,21 @@ fn about(headers: &HeaderMap) -> Response<Body> {
     response
 }
 
-/// Recovers the plain `TcpStream` from hyper's upgraded connection, so an idle
-/// connection keeps neither hyper's boxed IO nor its read buffer.
-async fn into_websocket(
+/// Recovers the connection's own stream (`TcpStream`, or TLS over it) from hyper's
+/// upgraded connection, so an idle connection keeps neither hyper's boxed IO nor its
+/// read buffer.
+async fn into_websocket<S: Transport>(
     upgraded: Upgraded,
     config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
-) -> Option<WebSocketStream<Socket>> {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+) -> Option<WebSocketStream<Socket<S>>> {
+    match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => {
             // `read_buf` holds frames the client pipelined behind its handshake.
             let socket = connection::socket(parts.io.into_inner(), &parts.read_buf);
             Some(WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await)
         }
         Err(_) => {
-            error!("upgraded connection is not a TCP stream");
+            error!("upgraded connection is not the stream it was accepted as");
             None
         }
     }

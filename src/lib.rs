@@ -27,6 +27,7 @@
 //! - [`log_text`]: client-controlled text escaped for log lines.
 //! - [`log_limit`]: rate limits for log lines clients can trigger at will.
 //! - [`metrics`]: the Prometheus series.
+//! - [`tls`]: native TLS (rustls): the certificate files, handshakes, reload on SIGHUP.
 //! - [`state`]: what all tasks share.
 
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod readiness;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

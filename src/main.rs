@@ -1,16 +1,18 @@
 //! The `notify-relay` daemon: parses the configuration, sets up logging and signals,
-//! and runs the server until SIGTERM or SIGINT.
+//! and runs the server until SIGTERM or SIGINT. SIGHUP reloads the TLS certificate.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use futures_util::StreamExt;
 use log::{error, info, warn};
 use notify_relay::log_text::write_line_safe;
+use notify_relay::state::RelayState;
 use notify_relay::{Config, Server};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 /// jemalloc: measured against glibc malloc and mimalloc (docs/BENCHMARKS.md), it costs
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> io::Result<()> {
     let server = Server::bind(config)?;
+    reload_on_hangup(server.state())?;
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let shutdown = async move {
         if let Some(signal) = signals.next().await {
@@ -78,6 +81,33 @@ async fn serve(config: Config) -> io::Result<()> {
         });
     };
     server.run(shutdown).await
+}
+
+/// On each SIGHUP, reloads the TLS certificate and key from their files (certbot renews
+/// them in place); open connections are kept. Without TLS there is nothing to reload:
+/// the relay says so rather than exit, SIGHUP's default.
+fn reload_on_hangup(state: Arc<RelayState>) -> io::Result<()> {
+    let mut hangups = Signals::new([SIGHUP])?;
+    tokio::spawn(async move {
+        while hangups.next().await.is_some() {
+            if state.tls.is_none() {
+                info!("received SIGHUP: nothing to reload (TLS is off)");
+                continue;
+            }
+            info!("received SIGHUP: reloading the TLS certificate");
+            let state = Arc::clone(&state);
+            // Reading files blocks: off the async workers.
+            let reload = tokio::task::spawn_blocking(move || {
+                if let Some(tls) = &state.tls {
+                    tls.reload_and_report(&state.metrics);
+                }
+            });
+            if let Err(e) = reload.await {
+                error!("TLS reload did not finish: {e}");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// env_logger's default layout, `[TIME LEVEL TARGET] message`, with the message written

@@ -192,6 +192,39 @@ impl HandshakeRejection {
     }
 }
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Not finished within `--handshake-timeout`.
+    Timeout,
+    /// The client closed or reset the connection during the handshake.
+    Closed,
+    /// A TLS error: not TLS at all (e.g. plain HTTP), no common protocol version, cipher
+    /// or ALPN protocol, or the client refused the certificate.
+    Protocol,
+}
+
+impl TlsFailure {
+    const ALL: [TlsFailure; 3] = [
+        TlsFailure::Timeout,
+        TlsFailure::Closed,
+        TlsFailure::Protocol,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Closed => "closed",
+            TlsFailure::Protocol => "protocol",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// The relay's metrics. Cloned handles share the same series.
@@ -254,6 +287,10 @@ pub struct Metrics {
     pub publish_unauthorized: Counter,
     /// Requests refused with 429 by a per-IP limit, by limit.
     rate_limited: Vec<Counter>,
+    /// Per-reason handles of `tls_handshakes_failed`, indexed by [`TlsFailure::index`].
+    tls_handshakes_failed: Vec<Counter>,
+    /// `tls_reloads` for `result="ok"` and `result="failed"`.
+    tls_reloads: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -482,8 +519,37 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let tls_failed_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes that did not complete, by reason (timeout, closed, protocol: \
+             not TLS, nothing in common, or the certificate refused)",
+            tls_failed_family.clone(),
+        );
+        let tls_handshakes_failed = TlsFailure::ALL
+            .iter()
+            .map(|r| {
+                tls_failed_family
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
+        let reloads_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Certificate reloads on SIGHUP, by result (ok; failed: the previous \
+             certificate stays in use)",
+            reloads_family.clone(),
+        );
+        let tls_reloads = ["ok", "failed"].map(|result| {
+            reloads_family
+                .get_or_create(&vec![("result", result)])
+                .clone()
+        });
         Self {
             registry,
+            tls_handshakes_failed,
+            tls_reloads,
             rate_limited,
             auth_refused,
             publish_unauthorized,
@@ -566,6 +632,18 @@ impl Metrics {
         if let Some(counter) = self.rate_limited.get(index) {
             counter.inc();
         }
+    }
+
+    /// Counts one TLS handshake that failed for `reason`.
+    pub fn tls_handshake_failed(&self, reason: TlsFailure) {
+        if let Some(counter) = self.tls_handshakes_failed.get(reason.index()) {
+            counter.inc();
+        }
+    }
+
+    /// The `tls_reloads` counter of successful (`ok`) or failed reloads.
+    pub fn tls_reloads(&self, ok: bool) -> &Counter {
+        &self.tls_reloads[usize::from(!ok)]
     }
 
     /// Counts one token refused for `reason`.

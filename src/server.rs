@@ -17,6 +17,7 @@ use crate::capacity::Admission;
 use crate::config::Config;
 use crate::http;
 use crate::state::RelayState;
+use crate::tls;
 
 /// Pending connections the kernel holds for us while the accept loop is busy.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -95,14 +96,27 @@ impl Server {
                     if let Admission::Overflow(_) = admission {
                         debug!("{remote} arrived at max-connections: plain HTTP only");
                     }
-                    tracker.spawn(http::serve_connection(
-                        tcp,
-                        remote,
-                        Arc::clone(&state),
-                        admission,
-                        cancel.clone(),
-                        tracker.clone(),
-                    ));
+                    let task_state = Arc::clone(&state);
+                    match &state.tls {
+                        None => tracker.spawn(http::serve_connection(
+                            tcp,
+                            remote,
+                            task_state,
+                            admission,
+                            cancel.clone(),
+                            tracker.clone(),
+                        )),
+                        // The handshake runs in the connection's task, not here.
+                        Some(tls) => tracker.spawn(tls::serve_connection(
+                            tls.acceptor(),
+                            tcp,
+                            remote,
+                            task_state,
+                            admission,
+                            cancel.clone(),
+                            tracker.clone(),
+                        )),
+                    };
                 }
                 Err(e) => {
                     state.metrics.accept_errors.inc();

@@ -13,6 +13,7 @@ use crate::limits::PerIp;
 use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::tls::Tls;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
 /// up to this size per write. With frames of at most [`FRAGMENT_SIZE`] the buffer stays
@@ -42,13 +43,17 @@ pub struct RelayState {
     pub access: Access,
     /// Connection counts and publish rates per client IP (Part 5 rate limits).
     pub per_ip: PerIp,
+    /// The certificate new TLS handshakes use, with `--tls-cert`; `None`: plain TCP.
+    pub tls: Option<Tls>,
 }
 
 impl RelayState {
     /// Fresh state for `config`: the embedded engine, or with `--redis` the Redis engine
     /// (which connects in the background; `/readyz` says when it cannot). Must run inside
-    /// a tokio runtime.
+    /// a tokio runtime. Fails when the TLS files cannot be used (the error says which and
+    /// why).
     pub fn new(config: Config) -> std::io::Result<Self> {
+        let tls = Tls::from_config(&config.tls)?;
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size.max(64))
             .write_buffer_size(WRITE_BUFFER_SIZE)
@@ -82,6 +87,7 @@ impl RelayState {
             websocket,
             readiness,
             log_limit: SharedLogLimit::new(tokio::time::Instant::now()),
+            tls,
         })
     }
 }

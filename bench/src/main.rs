@@ -13,6 +13,7 @@ mod scenario;
 mod server_stats;
 mod target;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ struct Cli {
     /// --url].
     #[arg(long, global = true)]
     send_url: Option<String>,
+    /// For a wss:// URL: the PEM file of the CA that issued the relay's certificate.
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
     /// The relay's process id: adds its CPU time per message and its RSS.
     #[arg(long, global = true)]
     pid: Option<u32>,
@@ -88,9 +92,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> std::io::Result<()> {
-    let target = Target::parse(&cli.url).await?;
+    let ca_cert = cli.ca_cert.as_deref();
+    let target = Target::parse(&cli.url, ca_cert).await?;
     let send_target = match &cli.send_url {
-        Some(url) => Target::parse(url).await?,
+        Some(url) => Target::parse(url, ca_cert).await?,
         None => target.clone(),
     };
     let server = cli.pid.map(ServerProcess::new).transpose()?;

@@ -4,7 +4,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{close_all, open_registered, sources_for, Context};
+use super::{close_all, open_registered, sources_for, Context, CpuMark};
 use crate::report::Report;
 
 /// `churn` settings.
@@ -31,6 +31,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let mut peaks = Vec::new();
     let mut after = Vec::new();
     let mut errors = 0;
+    let cpu = CpuMark::start(ctx.server)?;
     for cycle in 0..p.cycles {
         if started.elapsed() > ctx.max_time {
             break;
@@ -63,6 +64,17 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
         );
         report.add("server_peak_rss_kib_by_cycle", peaks.clone());
         report.add("server_rss_kib_after_close_by_cycle", after);
+    }
+    // What one connection costs the server from accept to close (with wss://, the TLS
+    // handshake included).
+    if let Some(cpu) = cpu.elapsed()? {
+        let opened = (p.connections * peaks.len()).saturating_sub(errors).max(1);
+        report.add_f64("server_cpu_s", cpu.as_secs_f64(), 3);
+        report.add_f64(
+            "server_cpu_us_per_connection",
+            cpu.as_secs_f64() * 1e6 / opened as f64,
+            1,
+        );
     }
     report.add_f64("elapsed_s", started.elapsed().as_secs_f64(), 1);
     Ok(report)

@@ -228,6 +228,13 @@ impl CpuMark {
         }))
     }
 
+    /// The server's CPU time since the mark (`None` without `--pid`).
+    pub fn elapsed(&self) -> io::Result<Option<Duration>> {
+        self.0
+            .map(|(server, start)| Ok(server.cpu_time()?.saturating_sub(start)))
+            .transpose()
+    }
+
     /// Adds the server's CPU time since the mark, per delivered message, and its RSS.
     pub fn report(&self, report: &mut Report, delivered: u64) -> io::Result<()> {
         if let Some((server, start)) = self.0 {
