@@ -1,7 +1,8 @@
 //! Native TLS (`--tls-cert`, `--tls-key`): real clients over `wss://` and `https://`
 //! (tokio-tungstenite on rustls, curl, Python `websockets` with an SSL context, headless
-//! Chromium), certificate reload on SIGHUP without dropping connections, a failed reload
-//! keeping the old certificate, clear startup errors, and non-TLS input on the TLS port.
+//! Chromium, the notify-relay-client CLI with its CA checks), certificate reload on
+//! SIGHUP without dropping connections, a failed reload keeping the old certificate,
+//! clear startup errors, and non-TLS input on the TLS port.
 //! Each test makes its own CA and certificate (rcgen) in a temporary directory.
 //! scripts/test.sh installs curl, Python `websockets`, Chromium and playwright-core.
 
