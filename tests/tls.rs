@@ -1,7 +1,8 @@
 //! Native TLS (`--tls-cert`, `--tls-key`): real clients over `wss://` and `https://`
 //! (tokio-tungstenite on rustls, curl, Python `websockets` with an SSL context, headless
-//! Chromium), certificate reload on SIGHUP without dropping connections, a failed reload
-//! keeping the old certificate, clear startup errors, and non-TLS input on the TLS port.
+//! Chromium, the notify-relay-client CLI with its CA checks), certificate reload on
+//! SIGHUP without dropping connections, a failed reload keeping the old certificate,
+//! clear startup errors, and non-TLS input on the TLS port.
 //! Each test makes its own CA and certificate (rcgen) in a temporary directory.
 //! scripts/test.sh installs curl, Python `websockets`, Chromium and playwright-core.
 
@@ -45,6 +46,11 @@ struct Identity {
 
 impl Identity {
     fn new(ca_name: &str) -> Self {
+        Self::for_names(ca_name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A CA named `ca_name` and a server certificate it issued for `names` only.
+    fn for_names(ca_name: &str, names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -60,9 +66,11 @@ impl Identity {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate().expect("server key");
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("server params");
+        let names = names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).expect("server params");
         params
             .distinguished_name
             .push(DnType::CommonName, "notify-relay test server");
@@ -643,4 +651,221 @@ async fn a_silent_client_neither_blocks_accepts_nor_outlives_the_handshake_timeo
     let timeouts = "notify_relay_tls_handshakes_failed_total{reason=\"timeout\"}";
     assert_eq!(metric(&strict.state.metrics.encode(), timeouts), 1.0);
     strict.stop().await;
+}
+
+/// Runs `notify-relay-client` with `args` (and `env`) to its exit: its exit code, stderr.
+fn client_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(common::workspace_binary("notify-relay-client"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("notify-relay-client runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TLS relay process serving `identity`, with its files (kept for as long as it runs).
+fn tls_relay_process(identity: &Identity) -> (RelayProcess, Files) {
+    let files = Files::new();
+    files.install(identity);
+    let args = files.args();
+    let relay = RelayProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    (relay, files)
+}
+
+#[test]
+fn the_client_cli_sends_and_listens_over_wss_trusting_its_ca_cert() {
+    let identity = Identity::new("test CA");
+    let (relay, files) = tls_relay_process(&identity);
+    let ca = files.ca_file(&identity, "ca.pem");
+    let url = format!("wss://{}/", relay.addr);
+
+    let mut listen = common::KillOnDrop::new(
+        std::process::Command::new(common::workspace_binary("notify-relay-client"))
+            .args(["--url", &url, "--ca-cert", path_str(&ca)])
+            .args(["listen", "tls-tab", "--count", "2", "--timeout", "30s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("listener runs"),
+    );
+    let stderr = listen.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("listening as"));
+    assert!(ready, "the listener never registered over wss://");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    // The CA from the environment, as a unit's environment file would give it.
+    let env = [
+        ("NOTIFY_RELAY_URL", url.as_str()),
+        ("NOTIFY_RELAY_CA_CERT", path_str(&ca)),
+    ];
+    let (code, stderr) = client_cli(&["send", "tls-tab", "over TLS"], &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("delivered to 1 connection(s)"), "{stderr}");
+    // The system's store is trusted by default: the same CA given as the system's
+    // (SSL_CERT_FILE, which the store honours) needs no --ca-cert.
+    let system = [("SSL_CERT_FILE", path_str(&ca))];
+    let args = ["--url", &url, "send", "tls-tab", "through the system's CAs"];
+    let (code, stderr) = client_cli(&args, &system);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let output = listen
+        .into_inner()
+        .wait_with_output()
+        .expect("listener exits");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["over TLS", "through the system's CAs"]
+    );
+}
+
+#[test]
+fn the_client_cli_refuses_an_untrusted_or_misnamed_certificate_with_exit_4() {
+    let identity = Identity::new("test CA");
+    let (relay, files) = tls_relay_process(&identity);
+    let url = format!("wss://{}/", relay.addr);
+    // The relay's private CA is not among the system's (here another CA stands for the
+    // system's store, so that the machine's own CAs cannot matter), nor is it --ca-cert.
+    let other = Identity::new("another CA");
+    let other_ca = files.ca_file(&other, "other-ca.pem");
+    let system = [("SSL_CERT_FILE", path_str(&other_ca))];
+    // A listener does not retry: it exits as a sender does.
+    let hint = "trust a private CA or a self-signed certificate with --ca-cert";
+    let checked_too = format!(
+        "checked against the system's CAs and {}",
+        other_ca.display()
+    );
+    for (args, says) in [
+        (vec!["--url", &url, "send", "k", "x"], hint),
+        (vec!["--url", &url, "listen", "k", "--count", "1"], hint),
+        (
+            vec![
+                "--url",
+                &url,
+                "--ca-cert",
+                path_str(&other_ca),
+                "send",
+                "k",
+                "x",
+            ],
+            checked_too.as_str(),
+        ),
+    ] {
+        let (code, stderr) = client_cli(&args, &system);
+        assert_eq!(code, Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not trusted"), "{args:?}: {stderr}");
+        assert!(stderr.contains("UnknownIssuer"), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+
+    // A trusted CA, but a certificate for another name.
+    let misnamed = Identity::for_names("test CA", &["relay.invalid"]);
+    let (relay, files) = tls_relay_process(&misnamed);
+    let ca = files.ca_file(&misnamed, "ca.pem");
+    let url = format!("wss://{}/", relay.addr);
+    let args = ["--url", &url, "--ca-cert", path_str(&ca), "send", "k", "x"];
+    let (code, stderr) = client_cli(&args, &[]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("not valid for name"), "{stderr}");
+    assert!(stderr.contains("relay.invalid"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_ca_cert_file_is_a_usage_error() {
+    let identity = Identity::new("test CA");
+    let files = Files::new();
+    files.install(&identity);
+    let missing = files.dir.path().join("missing-ca.pem");
+    // Checked before connecting: nothing needs to listen there.
+    let url = "wss://127.0.0.1:9/";
+    for (ca, expected) in [
+        (missing.as_path(), "cannot be read"),
+        (files.key.as_path(), "holds no PEM certificate"),
+    ] {
+        let args = ["--url", url, "--ca-cert", path_str(ca), "send", "k", "x"];
+        let (code, stderr) = client_cli(&args, &[]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains(&ca.display().to_string()),
+            "names the file: {stderr}"
+        );
+    }
+    // No CA at all: an empty system store and no --ca-cert.
+    let empty = files.dir.path().join("no-system-cas");
+    std::fs::create_dir(&empty).expect("empty dir");
+    let system = [
+        ("SSL_CERT_FILE", path_str(&empty)),
+        ("SSL_CERT_DIR", path_str(&empty)),
+    ];
+    let (code, stderr) = client_cli(&["--url", url, "send", "k", "x"], &system);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no trusted CA certificates"), "{stderr}");
+}
+
+/// A self-signed certificate for 127.0.0.1 (PEM certificate and key), as made without a
+/// CA; `is_ca` as `openssl req -x509` makes them by default (basicConstraints CA:TRUE).
+fn self_signed(is_ca: bool) -> Identity {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    if is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    Identity {
+        ca_pem: cert.pem(),
+        ca: cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+#[test]
+fn the_client_cli_trusts_a_self_signed_certificate_given_as_its_ca_cert() {
+    let identity = self_signed(false);
+    let (relay, files) = tls_relay_process(&identity);
+    let url = format!("wss://{}/", relay.addr);
+    let args = [
+        "--url",
+        &url,
+        "--ca-cert",
+        path_str(&files.cert),
+        "send",
+        "k",
+        "x",
+    ];
+    let (code, stderr) = client_cli(&args, &[]);
+    assert_eq!(code, Some(6), "{stderr}");
+
+    // One that is also a CA (openssl's default) is refused by rustls even when trusted:
+    // the error says how to make one that works.
+    let identity = self_signed(true);
+    let (relay, files) = tls_relay_process(&identity);
+    let url = format!("wss://{}/", relay.addr);
+    let args = [
+        "--url",
+        &url,
+        "--ca-cert",
+        path_str(&files.cert),
+        "send",
+        "k",
+        "x",
+    ];
+    let (code, stderr) = client_cli(&args, &[]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("CaUsedAsEndEntity"), "{stderr}");
+    assert!(
+        stderr.contains("basicConstraints=critical,CA:FALSE"),
+        "{stderr}"
+    );
 }

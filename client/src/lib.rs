@@ -19,15 +19,21 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! `wss://` relays are checked against the system's trusted CAs; a relay with a
+//! certificate from a private CA (or self-signed) is reached with
+//! [`ClientOptions::ca_cert`] and [`Client::connect_with`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backoff;
+mod tls;
 mod token;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -35,9 +41,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{client_async, WebSocketStream};
+use tokio_util::either::Either;
 
 pub use backoff::Backoff;
 pub use token::{registration_token, sign as sign_token};
@@ -161,11 +170,18 @@ struct Envelope {
 
 /// Why a call failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
-    /// The relay's address is not a `ws://` URL.
+    /// The relay's address is not a `ws://` or `wss://` URL.
     Url(String),
-    /// The relay could not be reached or the WebSocket handshake failed.
+    /// The relay could not be reached, or the TLS or WebSocket handshake failed.
     Connect(String),
+    /// The relay's TLS certificate was refused: not issued by a trusted CA, not valid
+    /// for the URL's host, expired... (rustls' reason is in the text).
+    Certificate(String),
+    /// TLS could not be set up: the CA certificate file cannot be read or holds no
+    /// certificate, or there is no trusted CA at all.
+    Tls(String),
     /// The connection ended.
     Closed(String),
     /// The relay refused the frame (`{"ok": false}`), with its reason.
@@ -181,6 +197,8 @@ impl fmt::Display for Error {
         match self {
             Error::Url(why) => write!(f, "bad relay URL: {why}"),
             Error::Connect(why) => write!(f, "cannot reach the relay: {why}"),
+            Error::Certificate(why) => write!(f, "cannot reach the relay securely: {why}"),
+            Error::Tls(why) => write!(f, "cannot set up TLS: {why}"),
             Error::Closed(why) => write!(f, "connection closed: {why}"),
             Error::Rejected(why) => write!(f, "the relay rejected the frame: {why}"),
             Error::Protocol(why) => write!(f, "unexpected answer from the relay: {why}"),
@@ -191,39 +209,130 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Checks that `url` is a relay address this client can connect to: `ws://HOST[:PORT]/PATH`.
+/// Checks that `url` is a relay address this client can connect to:
+/// `ws://HOST[:PORT]/PATH`, or `wss://` for a relay that serves TLS.
 pub fn check_url(url: &str) -> Result<(), Error> {
-    const EXAMPLE: &str = "expected ws://HOST:PORT/, e.g. ws://127.0.0.1:8765/";
+    parse_url(url).map(drop)
+}
+
+/// Where a relay is: its URL, as checked by [`check_url`].
+struct Address {
+    url: String,
+    /// The host without the brackets of an IPv6 literal.
+    host: String,
+    port: u16,
+    secure: bool,
+}
+
+fn parse_url(url: &str) -> Result<Address, Error> {
+    const EXAMPLE: &str = "expected ws://HOST:PORT/ or wss://HOST:PORT/, e.g. ws://127.0.0.1:8765/";
     let uri: Uri = url
         .parse()
         .map_err(|_| Error::Url(format!("{url:?} is not a URL; {EXAMPLE}")))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => {
-            return Err(Error::Url(format!(
-                "{url}: this client has no TLS; use the relay's ws:// address \
-                 (TLS is usually ended by nginx in front of it)"
-            )))
-        }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
         Some(other) => {
             return Err(Error::Url(format!(
                 "{url}: the scheme is {other}://; {EXAMPLE}"
             )))
         }
         None => return Err(Error::Url(format!("{url:?} is not a ws:// URL; {EXAMPLE}"))),
+    };
+    let host = match uri.host() {
+        Some(host) if !host.is_empty() => host.trim_start_matches('[').trim_end_matches(']'),
+        _ => return Err(Error::Url(format!("{url}: no host; {EXAMPLE}"))),
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if secure { WSS_PORT } else { WS_PORT });
+    Ok(Address {
+        url: url.to_owned(),
+        host: host.to_owned(),
+        port,
+        secure,
+    })
+}
+
+/// The port of a `ws://` URL without one.
+const WS_PORT: u16 = 80;
+/// The port of a `wss://` URL without one.
+const WSS_PORT: u16 = 443;
+
+/// How [`Client::connect_with`] connects.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// A PEM file of CA certificates trusted for `wss://` besides the system's.
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// Trusts the CA certificates in the PEM file `path` too (for `wss://`), e.g. the
+    /// private CA or the self-signed certificate of a relay started with `--tls-cert`.
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(Error::Url(format!("{url}: no host; {EXAMPLE}")));
+}
+
+/// A relay address with what it takes to reach it (for `wss://`, the TLS configuration
+/// with its trusted CAs), prepared once for many connections: a listener that
+/// reconnects neither reads the CA files again nor learns of a bad one only then.
+pub struct Connector {
+    address: Address,
+    /// For `wss://`: the TLS client and the name the certificate must be valid for.
+    tls: Option<(tls::TlsClient, ServerName<'static>)>,
+}
+
+impl Connector {
+    /// Checks `url` (see [`check_url`]) and, for `wss://`, loads the trusted CAs: the
+    /// system's and [`ClientOptions::ca_cert`]. A CA file that cannot be used is
+    /// [`Error::Tls`]; `options` are not used for `ws://`.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Self, Error> {
+        let address = parse_url(url)?;
+        let tls = if address.secure {
+            let ca_cert = options.ca_cert.clone();
+            let config = tls::client_config(ca_cert.as_deref())?;
+            let name = tls::server_name(&address.host)?;
+            Some((tls::TlsClient { config, ca_cert }, name))
+        } else {
+            None
+        };
+        Ok(Connector { address, tls })
     }
-    Ok(())
+
+    /// Opens a connection and reads the relay's greeting.
+    pub async fn connect(&self) -> Result<Client, Error> {
+        let Address {
+            url, host, port, ..
+        } = &self.address;
+        let tcp = TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(|e| Error::Connect(format!("{host}:{port}: {e}")))?;
+        // Frames are small and each waits for its reply: no Nagle delay.
+        tcp.set_nodelay(true)
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let stream = match &self.tls {
+            None => Either::Left(tcp),
+            Some((tls, name)) => Either::Right(tls.handshake(name.clone(), tcp).await?),
+        };
+        let (ws, _) = client_async(url.as_str(), stream)
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        Client::greeted(ws).await
+    }
 }
 
 /// How long a request waits for its reply by default.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection's transport: plain TCP (`ws://`) or TLS over it (`wss://`).
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
 /// One connection to a relay.
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Stream>,
     /// Messages that arrived while a reply was awaited, oldest first.
     pending: VecDeque<String>,
     /// The id of the next request.
@@ -235,12 +344,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (see [`check_url`]) and reads the relay's greeting.
+    /// Connects to `url` (see [`check_url`]) and reads the relay's greeting. A
+    /// `wss://` relay must have a certificate from a CA the system trusts.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        check_url(url)?;
-        let (ws, _) = connect_async(url)
-            .await
-            .map_err(|e| Error::Connect(e.to_string()))?;
+        Self::connect_with(url, &ClientOptions::default()).await
+    }
+
+    /// Like [`Client::connect`], as `options` say (e.g. trusting a private CA). To
+    /// connect more than once, prepare a [`Connector`] instead.
+    pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<Self, Error> {
+        Connector::new(url, options)?.connect().await
+    }
+
+    /// A client on the fresh connection `ws`, once the relay's greeting arrived.
+    async fn greeted(ws: WebSocketStream<Stream>) -> Result<Self, Error> {
         let mut client = Client {
             ws,
             pending: VecDeque::new(),

@@ -1,12 +1,14 @@
 //! `notify-relay-client`: send a notification to a UUID (the replacement for the
 //! original `python client.py <recipient_uuid> "message"`), or listen for them.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use notify_relay_client::{
-    check_url, registration_token, Backoff, Client, Error, Event, Payload, SendOptions, DEFAULT_URL,
+    check_url, registration_token, Backoff, Client, ClientOptions, Connector, Error, Event,
+    Payload, SendOptions, DEFAULT_URL,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -18,9 +20,10 @@ const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
 /// Nobody is registered under the UUID: the message reached no one.
 const EXIT_NOBODY: u8 = 3;
-/// The relay could not be reached.
+/// The relay could not be reached, or its TLS certificate is not trusted.
 const EXIT_UNREACHABLE: u8 = 4;
-/// A malformed command line, including a --url that is not a ws:// URL.
+/// A malformed command line, including a --url that is not a ws:// or wss:// URL and a
+/// --ca-cert file that cannot be used.
 const EXIT_USAGE: u8 = 2;
 /// --timeout passed first.
 const EXIT_TIMEOUT: u8 = 5;
@@ -33,9 +36,10 @@ const EXIT_CODES: &str = "\
 Exit codes:
     0  delivered to at least one connection (send), or --count messages received (listen)
     1  the relay rejected the message, or another failure
-    2  bad command line (including a --url that is not ws://HOST:PORT/)
+    2  bad command line (including a --url that is not ws:// or wss://HOST:PORT/, and a
+       --ca-cert file that cannot be read or holds no certificate)
     3  nobody is registered under the UUID and the relay kept nothing: the message is lost
-    4  the relay could not be reached
+    4  the relay could not be reached, or (wss://) its certificate is not trusted
     5  --timeout passed first
     6  nobody is connected now: the relay keeps the message for the next registration
   130  stopped by SIGINT (Ctrl-C) or SIGTERM
@@ -46,9 +50,14 @@ Once connected, every exit closes the WebSocket with a close handshake.";
 #[derive(Debug, Parser)]
 #[command(name = "notify-relay-client", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// The relay's WebSocket URL (ws://HOST:PORT/).
+    /// The relay's WebSocket URL (ws://HOST:PORT/, or wss://HOST:PORT/ for a relay that
+    /// serves TLS).
     #[arg(long, global = true, env = "NOTIFY_RELAY_URL", default_value = DEFAULT_URL, value_parser = parse_url)]
     url: String,
+    /// For wss://: a PEM file of CA certificates to trust besides the system's (the
+    /// relay's private CA, or its self-signed certificate).
+    #[arg(long, global = true, env = "NOTIFY_RELAY_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,6 +134,16 @@ fn main() -> ExitCode {
     if let Command::Token { uuid, ttl } = &cli.command {
         return ExitCode::from(print_token(uuid, *ttl));
     }
+    let options = match &cli.ca_cert {
+        Some(path) => ClientOptions::default().ca_cert(path),
+        None => ClientOptions::default(),
+    };
+    // Loads the CAs once, before any connection: a bad --ca-cert fails now, not at the
+    // first reconnect.
+    let connector = match Connector::new(&cli.url, &options) {
+        Ok(connector) => connector,
+        Err(e) => return ExitCode::from(report(&e)),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,7 +179,7 @@ fn main() -> ExitCode {
                         collapse,
                     },
                 };
-                send(&cli.url, &sending, &message, timeout, &mut interrupt).await
+                send(&connector, &sending, &message, timeout, &mut interrupt).await
             }
             Command::Listen {
                 uuid,
@@ -173,6 +192,7 @@ fn main() -> ExitCode {
                 let deadline = timeout.map(|t| Instant::now() + t);
                 let session = Listening {
                     url: &cli.url,
+                    connector: &connector,
                     uuid: &uuid,
                     count,
                     deadline,
@@ -201,7 +221,8 @@ fn print_token(uuid: &str, ttl: Duration) -> u8 {
     }
 }
 
-/// `--url`: only a ws:// URL is a relay address (exit 2 otherwise, like any bad flag).
+/// `--url`: only a ws:// or wss:// URL is a relay address (exit 2 otherwise, like any
+/// bad flag).
 fn parse_url(url: &str) -> Result<String, String> {
     check_url(url)
         .map(|()| url.to_owned())
@@ -241,13 +262,13 @@ struct Sending {
 }
 
 async fn send(
-    url: &str,
+    connector: &Connector,
     sending: &Sending,
     message: &str,
     timeout: Duration,
     interrupt: &mut Interrupt,
 ) -> u8 {
-    let connect = tokio::time::timeout(timeout, Client::connect(url));
+    let connect = tokio::time::timeout(timeout, connector.connect());
     let mut client = tokio::select! {
         connected = connect => match connected {
             Ok(Ok(client)) => client,
@@ -335,6 +356,8 @@ enum Stop {
 /// What a `listen` run was asked for.
 struct Listening<'a> {
     url: &'a str,
+    /// Connects to `url`.
+    connector: &'a Connector,
     uuid: &'a str,
     /// Exit after this many messages.
     count: Option<u64>,
@@ -365,8 +388,10 @@ async fn listen(session: &Listening<'_>, since: String, interrupt: &mut Interrup
                 return EXIT_TIMEOUT;
             }
             Ok(Stop::Interrupted(signal)) => return interrupted(signal),
-            // Retrying cannot fix these.
-            Err(e @ (Error::Url(_) | Error::Rejected(_))) => return report(&e),
+            // Retrying cannot fix these: they need a person.
+            Err(
+                e @ (Error::Url(_) | Error::Tls(_) | Error::Certificate(_) | Error::Rejected(_)),
+            ) => return report(&e),
             Err(e) => e,
         };
         let delay = backoff.next_delay();
@@ -392,7 +417,7 @@ async fn listen_once(
 ) -> Result<Stop, Error> {
     let (url, uuid, deadline) = (session.url, session.uuid, session.deadline);
     let mut client = tokio::select! {
-        connected = Client::connect(url) => connected?,
+        connected = session.connector.connect() => connected?,
         () = until(deadline) => return Ok(Stop::TimedOut),
         signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
     };
@@ -452,8 +477,8 @@ fn interrupted(signal: &str) -> u8 {
 fn report(error: &Error) -> u8 {
     eprintln!("notify-relay-client: {error}");
     match error {
-        Error::Url(_) => EXIT_USAGE,
-        Error::Connect(_) => EXIT_UNREACHABLE,
+        Error::Url(_) | Error::Tls(_) => EXIT_USAGE,
+        Error::Connect(_) | Error::Certificate(_) => EXIT_UNREACHABLE,
         Error::Timeout => EXIT_TIMEOUT,
         _ => EXIT_FAILED,
     }

@@ -1,7 +1,8 @@
 //! The client library against a real relay (in-process, on 127.0.0.1:0).
 
+use notify_relay::tls::TlsConfig;
 use notify_relay::{Config, Server};
-use notify_relay_client::{Client, Error, Event, Payload};
+use notify_relay_client::{Client, ClientOptions, Connector, Error, Event, Payload};
 use serde_json::json;
 
 async fn relay() -> String {
@@ -9,6 +10,63 @@ async fn relay() -> String {
     let url = format!("ws://{}/", server.local_addr().expect("addr"));
     tokio::spawn(server.run(std::future::pending()));
     url
+}
+
+/// A relay serving TLS with a self-signed certificate for 127.0.0.1, written to `dir`:
+/// its `wss://` URL and the certificate's file (what a client trusts).
+async fn tls_relay(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write certificate");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    let mut config = Config::loopback_ephemeral();
+    config.tls = TlsConfig {
+        tls_cert: Some(cert_path.clone()),
+        tls_key: Some(key_path),
+    };
+    let server = Server::bind(config).expect("bind");
+    let url = format!("wss://{}/", server.local_addr().expect("addr"));
+    tokio::spawn(server.run(std::future::pending()));
+    (url, cert_path)
+}
+
+#[tokio::test]
+async fn wss_with_a_trusted_ca_cert_sends_and_receives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, cert) = tls_relay(dir.path()).await;
+    let options = ClientOptions::default().ca_cert(&cert);
+    let mut tab = Client::connect_with(&url, &options).await.expect("connect");
+    tab.register("secure").await.expect("register");
+    // One prepared connector, several connections.
+    let connector = Connector::new(&url, &options).expect("connector");
+    for _ in 0..2 {
+        let mut producer = connector.connect().await.expect("connect");
+        let sent = producer.send("secure", Payload::Text("over TLS".into()));
+        assert_eq!(sent.await.expect("send").delivered, 1);
+        producer.close().await.expect("close");
+        assert_eq!(tab.next_message().await.expect("message"), "over TLS");
+    }
+}
+
+#[tokio::test]
+async fn wss_errors_say_whether_the_certificate_or_the_ca_file_is_at_fault() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, _) = tls_relay(dir.path()).await;
+    // Another self-signed certificate is no CA of the relay's.
+    let other = tempfile::tempdir().expect("temp dir");
+    let (_, other_cert) = tls_relay(other.path()).await;
+    let options = ClientOptions::default().ca_cert(&other_cert);
+    match Client::connect_with(&url, &options).await {
+        Err(Error::Certificate(why)) => assert!(why.contains("not trusted"), "{why}"),
+        other => panic!("expected a certificate error, got {:?}", other.err()),
+    }
+    let missing = ClientOptions::default().ca_cert(dir.path().join("missing.pem"));
+    match Connector::new(&url, &missing) {
+        Err(Error::Tls(why)) => assert!(why.contains("cannot be read"), "{why}"),
+        other => panic!("expected a TLS setup error, got {:?}", other.err()),
+    }
 }
 
 #[tokio::test]
