@@ -10,7 +10,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{http_request, http_request_with_body, wait_readyz, Client, RedisCluster, RelayProcess};
+use common::{
+    http_request, http_request_with_body, wait_readyz, Client, RedisCluster, RelayProcess,
+};
 use serde_json::{json, Value};
 
 /// Starts a relay on `cluster` and waits until it says it is ready.
@@ -132,7 +134,10 @@ async fn keys_on_every_shard_reach_every_relay_in_order_through_sharded_pub_sub(
         .map(|(n, before)| n.calls("spublish") - before)
         .collect();
     assert!(grown[0] >= MESSAGES as u64, "{grown:?}");
-    assert!(grown[1] < MESSAGES as u64 && grown[2] < MESSAGES as u64, "{grown:?}");
+    assert!(
+        grown[1] < MESSAGES as u64 && grown[2] < MESSAGES as u64,
+        "{grown:?}"
+    );
     for node in &cluster.nodes {
         assert_eq!(node.calls("publish"), 0);
     }
@@ -254,11 +259,17 @@ async fn a_shard_killed_and_restarted() {
     let gap = on_lost.recv_json().await;
     assert_eq!(gap["gap"], true, "{gap}");
     for key in [&lost, &kept] {
-        assert_eq!(send_until_stored(&mut sender, b.addr, key, "after").await, 1);
+        assert_eq!(
+            send_until_stored(&mut sender, b.addr, key, "after").await,
+            1
+        );
     }
     assert_eq!(on_lost.recv_json().await["message"], "after");
     let next = on_kept.recv_json().await;
-    assert_eq!(next["message"], "after", "no gap where history was kept: {next}");
+    assert_eq!(
+        next["message"], "after",
+        "no gap where history was kept: {next}"
+    );
     assert_eq!(presence(b.addr, &lost).await, 1);
 }
 
@@ -304,9 +315,15 @@ async fn a_slot_moved_to_another_shard_is_followed() {
     .await;
     wait_readyz(a.addr, 200).await;
     wait_readyz(b.addr, 200).await;
-    assert_eq!(send_until_stored(&mut sender, b.addr, &key, "on 1").await, 1);
+    assert_eq!(
+        send_until_stored(&mut sender, b.addr, &key, "on 1").await,
+        1
+    );
     let next = tab.recv_json().await;
-    assert_eq!(next["message"], "on 1", "the history moved with the slot: {next}");
+    assert_eq!(
+        next["message"], "on 1",
+        "the history moved with the slot: {next}"
+    );
     assert_eq!(
         cluster.nodes[0].cli(&["PUBSUB", "SHARDCHANNELS", &channel(&key)]),
         ""
@@ -335,13 +352,23 @@ async fn a_paused_shard_is_noticed_by_its_own_probe() {
     cluster.nodes[2].signal("STOP");
     let paused = std::time::Instant::now();
     wait_readyz(a.addr, 503).await;
-    assert!(paused.elapsed() < Duration::from_secs(10), "{:?}", paused.elapsed());
+    assert!(
+        paused.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        paused.elapsed()
+    );
     // The other shards still answer: the cluster itself is not down.
-    assert_eq!(cluster.nodes[0].cli(&["SET", &format!("{{{other}}}"), "1"]), "OK");
+    assert_eq!(
+        cluster.nodes[0].cli(&["SET", &format!("{{{other}}}"), "1"]),
+        "OK"
+    );
 
     cluster.nodes[2].signal("CONT");
     healed(&cluster, &[&a, &b]).await;
-    assert_eq!(send_until_stored(&mut sender, b.addr, &key, "after").await, 1);
+    assert_eq!(
+        send_until_stored(&mut sender, b.addr, &key, "after").await,
+        1
+    );
     let next = tab.recv_json().await;
     assert_eq!(next["message"], "after", "continuity holds: no gap: {next}");
 }

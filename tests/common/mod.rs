@@ -878,7 +878,12 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"]);
         if let Some(bus) = self.cluster_bus {
             command
-                .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
                 .args(["--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", CLUSTER_NODE_TIMEOUT_MS]);
         }
@@ -968,7 +973,10 @@ impl RedisCluster {
                 node
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -1019,7 +1027,11 @@ impl RedisCluster {
             .expect("a slot");
         self.nodes
             .iter()
-            .position(|node| node.owned_slots().iter().any(|&(a, b)| a <= slot && slot <= b))
+            .position(|node| {
+                node.owned_slots()
+                    .iter()
+                    .any(|&(a, b)| a <= slot && slot <= b)
+            })
             .expect("an owner")
     }
 

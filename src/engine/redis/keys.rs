@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(meta, "nr:{job-7}:m");
         assert_eq!(log, "nr:{job-7}:l");
         assert_eq!(channel("a\tb"), "nr:{a\tb}:ch");
-        assert_eq!(key_of_channel(channel("a}b").as_bytes()).as_deref(), Some("a}b"));
+        assert_eq!(
+            key_of_channel(channel("a}b").as_bytes()).as_deref(),
+            Some("a}b")
+        );
         assert_eq!(key_of_channel(probe_channel("r1", 0, 0).as_bytes()), None);
     }
 
@@ -131,14 +134,19 @@ mod tests {
             let names = data(key);
             let channel = channel(key);
             assert!(
-                names.iter().all(|n| slot(n.as_bytes()) == slot(channel.as_bytes())),
+                names
+                    .iter()
+                    .all(|n| slot(n.as_bytes()) == slot(channel.as_bytes())),
                 "{names:?} {channel}"
             );
             assert_eq!(key_of_channel(channel.as_bytes()).as_deref(), Some(key));
         }
         assert_eq!(channel("}"), "nr:x{h7d}:ch");
         // A key that looks like the hex form keeps its own names.
-        assert_eq!(key_of_channel(channel("x{h7d}").as_bytes()).as_deref(), Some("x{h7d}"));
+        assert_eq!(
+            key_of_channel(channel("x{h7d}").as_bytes()).as_deref(),
+            Some("x{h7d}")
+        );
     }
 
     #[test]

@@ -9,15 +9,20 @@
 //!   (presence, sequence, retention, pending, PUBLISH), `subscribe.lua` (presence, then
 //!   pending or replay), `lease.lua` and `presence.lua`.
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
-//!   one pub/sub connection that is subscribed to the channels of exactly the keys with
-//!   local subscribers (per-key interest; [`listener`]).
+//!   one pub/sub connection per shard, subscribed to the channels of exactly the keys
+//!   with local subscribers whose slot that shard owns (per-key interest; [`listener`]).
+//!   One server is one shard; a Redis Cluster has one per master, with sharded pub/sub
+//!   (SPUBLISH in the scripts, SSUBSCRIBE), so a message touches only its slot's shard
+//!   ([`topology`]). The scripts run through [`requests`], which on a cluster sends each
+//!   to the master of its keys' slot.
 //!
 //! Every message, local or not, reaches local subscribers through Redis's channel, so all
 //! relays see one order per key. A registration subscribes the key's channel first, then
 //! runs its script, so a message is either in what the script hands over or arrives live
 //! after it (the seq tells which), never both and never neither.
 //!
-//! Faults: the listener probes its own subscription every second through Redis; a probe
+//! Faults: the listener probes its own subscriptions every second through Redis (through
+//! each shard); a probe
 //! that does not come back within [`PROBE_TIMEOUT`] (Redis down, paused, or a silently
 //! dead subscription) makes the relay not ready, and the subscription is made anew, after
 //! which every key's subscribers are handed what they missed from the stream, or a gap

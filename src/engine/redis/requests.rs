@@ -20,7 +20,7 @@ pub(super) enum Requests {
     /// A cluster: the client, and its connection once one was made (the relay may start
     /// before the cluster is reachable).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         connection: Mutex<Option<ClusterConnection>>,
     },
 }
@@ -47,13 +47,15 @@ impl Requests {
                     .set_max_delay(REQUEST_TIMEOUT),
             )?),
             Target::Cluster(nodes) => Self::Cluster {
-                client: ClusterClient::builder(nodes.clone())
-                    .connection_timeout(REQUEST_TIMEOUT)
-                    .response_timeout(REQUEST_TIMEOUT)
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(200)
-                    .build()?,
+                client: Box::new(
+                    ClusterClient::builder(nodes.clone())
+                        .connection_timeout(REQUEST_TIMEOUT)
+                        .response_timeout(REQUEST_TIMEOUT)
+                        .retries(2)
+                        .min_retry_wait(10)
+                        .max_retry_wait(200)
+                        .build()?,
+                ),
                 connection: Mutex::new(None),
             },
         })

@@ -110,7 +110,7 @@ pub fn slot(name: &[u8]) -> u16 {
         (close > 0).then(|| &rest[..close])
     });
     let hashed = tagged.unwrap_or(name);
-    (crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16) as u16
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
 }
 
 /// One pub/sub shard: a server and the slots it owns.
