@@ -6,8 +6,8 @@
 //!   retained messages with its epoch, sequence, pending set and collapse names, and the
 //!   presence hash (each relay's connection count under a lease). The Lua scripts beside
 //!   this file are the only code that changes them, one atomic step each: `publish.lua`
-//!   (presence, sequence, retention, pending, PUBLISH), `subscribe.lua` (presence, then
-//!   pending or replay), `lease.lua` and `presence.lua`.
+//!   (presence, sequence, retention, pending, PUBLISH or SPUBLISH), `subscribe.lua`
+//!   (presence, then pending or replay), `lease.lua` and `presence.lua`.
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
 //!   one pub/sub connection per shard, subscribed to the channels of exactly the keys
 //!   with local subscribers whose slot that shard owns (per-key interest; [`listener`]).
@@ -21,13 +21,13 @@
 //! runs its script, so a message is either in what the script hands over or arrives live
 //! after it (the seq tells which), never both and never neither.
 //!
-//! Faults: the listener probes its own subscriptions every second through Redis (through
-//! each shard); a probe
-//! that does not come back within [`PROBE_TIMEOUT`] (Redis down, paused, or a silently
-//! dead subscription) makes the relay not ready, and the subscription is made anew, after
-//! which every key's subscribers are handed what they missed from the stream, or a gap
-//! signal when Redis lost it. Presence leases run out [`LEASE`] after a relay's last
-//! refresh, so a relay killed with -9 stops counting within that time.
+//! Faults: the listener probes its own subscriptions every second through Redis, through
+//! each shard; a probe that does not come back within [`PROBE_TIMEOUT`] (Redis down,
+//! paused, or a silently dead subscription) makes the relay not ready, and the
+//! subscriptions are made anew (on a cluster also after a slot moved), after which every
+//! key's subscribers are handed what they missed from the stream, or a gap signal when
+//! Redis lost it. Presence leases run out [`LEASE`] after a relay's last refresh, so a
+//! relay killed with -9 stops counting within that time.
 
 mod channel;
 mod keys;
