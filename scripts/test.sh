@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive for real: Python (websockets clients), Node and
 # Chromium (examples/example.html), nginx, supervisord and systemd-analyze (deployment),
-# redis-server and redis-cli (several relays as one key space), curl (HTTPS, tests/tls.rs).
+# redis-server and redis-cli (several relays as one key space; Redis 7.0 or newer for the
+# Redis Cluster tests, which `redis-cli --cluster create` a 3-master cluster), curl (HTTPS,
+# tests/tls.rs).
 missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
@@ -17,6 +19,7 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 command -v supervisord >/dev/null || missing+=(supervisor)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -163,19 +163,16 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ClusterConfig {
     /// Redis or Valkey shared by every relay of one key space (e.g.
-    /// redis://10.0.0.5:6379/0); without it this relay is a key space of its own.
+    /// redis://10.0.0.5:6379/0), or a Redis Cluster (redis+cluster://10.0.0.5:7000,10.0.0.6:7000
+    /// or several comma-separated redis:// URLs of its nodes); without it this relay is a
+    /// key space of its own.
     #[arg(long = "redis", env = "NOTIFY_RELAY_REDIS", value_name = "URL", value_parser = redis_url)]
     pub redis: Option<String>,
 }
 
-/// Accepts a Redis URL the client can use; Redis Cluster URLs are refused, not ignored.
+/// Accepts a Redis URL the client can use, or a Redis Cluster's nodes.
 fn redis_url(url: &str) -> Result<String, String> {
-    if url.starts_with("redis+cluster://") || url.contains(',') {
-        return Err("Redis Cluster is not supported yet: give one Redis (or Valkey) URL".into());
-    }
-    redis::Client::open(url)
-        .map(|_| url.to_owned())
-        .map_err(|e| format!("not a Redis URL: {e}"))
+    crate::engine::redis::check_url(url).map(|()| url.to_owned())
 }
 
 /// Per-key streams: how many messages each key keeps, for how long, and the memory all of
@@ -301,9 +298,11 @@ mod tests {
             .expect("parses");
         assert!(c.shares_key_space());
         assert!(Config::try_parse_from(["notify-relay", "--redis", "http://x"]).is_err());
-        assert!(
-            Config::try_parse_from(["notify-relay", "--redis", "redis+cluster://h:1"]).is_err()
-        );
+        for cluster in ["redis+cluster://h:1,h:2", "redis://h:1,redis://h:2"] {
+            let c = Config::try_parse_from(["notify-relay", "--redis", cluster]).expect("parses");
+            assert!(c.shares_key_space());
+        }
+        assert!(Config::try_parse_from(["notify-relay", "--redis", "redis+cluster://"]).is_err());
     }
 
     #[test]

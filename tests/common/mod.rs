@@ -35,7 +35,32 @@ pub struct Relay {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     /// The relay's own Redis, with NOTIFY_RELAY_TEST_REDIS set.
-    _redis: Option<RedisServer>,
+    _redis: Option<OwnRedis>,
+}
+
+/// The Redis an in-process relay runs on with NOTIFY_RELAY_TEST_REDIS: a `redis-server`
+/// (any value), or a 3-master Redis Cluster (`cluster`).
+enum OwnRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl OwnRedis {
+    fn from_env() -> Option<Self> {
+        let wanted = std::env::var("NOTIFY_RELAY_TEST_REDIS").ok()?;
+        Some(if wanted == "cluster" {
+            Self::Cluster(RedisCluster::start())
+        } else {
+            Self::Server(RedisServer::start())
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
 }
 
 impl Relay {
@@ -57,8 +82,9 @@ impl Relay {
         // itself is tested against the real binary in tests/drain.rs.
         config.drain_timeout = Duration::from_millis(200);
         // NOTIFY_RELAY_TEST_REDIS=1 runs each in-process relay on a redis-server of its
-        // own: the Redis engine against the Parts 1-3 tests.
-        let redis = std::env::var_os("NOTIFY_RELAY_TEST_REDIS").map(|_| RedisServer::start());
+        // own (=cluster: on a Redis Cluster of its own): the Redis engine against the
+        // Parts 1-3 tests.
+        let redis = OwnRedis::from_env();
         if let Some(redis) = &redis {
             config.cluster.redis = Some(redis.url());
         }
@@ -822,6 +848,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<KillOnDrop>,
     dir: tempfile::TempDir,
+    /// As a Redis Cluster node: its cluster bus port.
+    cluster_bus: Option<u16>,
 }
 
 impl RedisServer {
@@ -831,6 +859,7 @@ impl RedisServer {
             port: free_port(),
             child: None,
             dir,
+            cluster_bus: None,
         };
         server.restart();
         server
@@ -840,11 +869,25 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Starts it (again) on the same port, with nothing in it.
+    /// Starts it (again) on the same port, with nothing in it (a cluster node keeps its
+    /// slots: its cluster configuration file is kept).
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(bus) = self.cluster_bus {
+            command
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", CLUSTER_NODE_TIMEOUT_MS]);
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .current_dir(self.dir.path())
@@ -899,6 +942,134 @@ impl Drop for RedisServer {
                 .args(["-CONT", &child.id().to_string()])
                 .status();
         }
+    }
+}
+
+/// A real 3-master Redis Cluster on 127.0.0.1 (`redis-server --cluster-enabled yes` on
+/// free ports, joined with `redis-cli --cluster create`), no persistence, no replicas;
+/// every node killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+/// How long a cluster node may be unreachable before the others mark it failed (short,
+/// so that the fault tests do not wait Redis's default 15 s).
+const CLUSTER_NODE_TIMEOUT_MS: &str = "2000";
+/// How long forming (or healing) a cluster may take before the test fails.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
+
+impl RedisCluster {
+    /// Three masters, every slot covered, `cluster_state:ok` on every node.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let mut node = RedisServer {
+                    port: free_port(),
+                    child: None,
+                    dir: tempfile::tempdir().expect("tempdir"),
+                    cluster_bus: Some(free_port()),
+                };
+                node.restart();
+                node
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// `redis+cluster://` with every node.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// Waits until every running node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let deadline = std::time::Instant::now() + CLUSTER_DEADLINE;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster never became ok: {}",
+                    node.cli(&["CLUSTER", "INFO"])
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The index of the node that owns the slot of `name`.
+    pub fn owner_of(&self, name: &str) -> usize {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", name])
+            .parse()
+            .expect("a slot");
+        self.nodes
+            .iter()
+            .position(|node| {
+                node.owned_slots()
+                    .iter()
+                    .any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .expect("an owner")
+    }
+
+    /// A key (`prefix` and a number) whose data and channel live on node `node`.
+    pub fn key_on(&self, node: usize, prefix: &str) -> String {
+        (0..10_000)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|key| self.owner_of(&format!("{{{key}}}")) == node)
+            .expect("a key on that node")
+    }
+}
+
+impl RedisServer {
+    /// The slot ranges this cluster node owns (from `CLUSTER NODES`).
+    pub fn owned_slots(&self) -> Vec<(u16, u16)> {
+        let nodes = self.cli(&["CLUSTER", "NODES"]);
+        let Some(myself) = nodes.lines().find(|line| line.contains("myself")) else {
+            return Vec::new();
+        };
+        myself
+            .split_whitespace()
+            .skip(8)
+            .filter_map(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// `INFO commandstats`: how many calls of `command` this server has run.
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().expect("a count"))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Names in Redis and the text published on a key's channel.
 //!
-//! Every name of key K carries the hash tag `{K}`, so all of K's data sits in one slot
-//! and one script may touch it all.
+//! Every name of key K carries one hash tag (`{K}`), so all of K's data and its channel
+//! sit in one slot and one script may touch them all, on one server as on a Redis Cluster.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::engine::{Payload, Position};
@@ -10,27 +11,52 @@ use crate::engine::{Payload, Position};
 /// The prefix of every name the relay uses in Redis.
 const PREFIX: &str = "nr:";
 
+/// The marker of a key written in hex in its names (see [`tagged`]).
+const HEX_MARK: &str = "x{h";
+
+/// The part of K's names that carries the hash tag: `{K}`, or, for a key Redis would not
+/// read as a tag there (empty, or starting with `}`: the tag would be empty and each name
+/// would hash on its own), `x{hHEX}` with the key in hex.
+fn tagged(key: &str) -> String {
+    if key.is_empty() || key.starts_with('}') {
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{HEX_MARK}{hex}}}")
+    } else {
+        format!("{{{key}}}")
+    }
+}
+
 /// The Redis names of one key's data, in the order the scripts take them as KEYS.
 pub fn data(key: &str) -> [String; 5] {
-    ["m", "l", "p", "c", "o"].map(|part| format!("{PREFIX}{{{key}}}:{part}"))
+    let tagged = tagged(key);
+    ["m", "l", "p", "c", "o"].map(|part| format!("{PREFIX}{tagged}:{part}"))
 }
 
 /// The pub/sub channel a key's messages are published on.
 pub fn channel(key: &str) -> String {
-    format!("{PREFIX}{{{key}}}:ch")
+    format!("{PREFIX}{}:ch", tagged(key))
 }
 
 /// The key a channel name belongs to; `None` for other channels.
-pub fn key_of_channel(channel: &[u8]) -> Option<&str> {
-    let name = std::str::from_utf8(channel).ok()?;
-    name.strip_prefix(PREFIX)?
-        .strip_prefix('{')?
+pub fn key_of_channel(channel: &[u8]) -> Option<Cow<'_, str>> {
+    let name = std::str::from_utf8(channel).ok()?.strip_prefix(PREFIX)?;
+    if let Some(hex) = name.strip_prefix(HEX_MARK) {
+        let hex = hex.strip_suffix("}:ch")?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        return String::from_utf8(bytes).ok().map(Cow::Owned);
+    }
+    name.strip_prefix('{')?
         .strip_suffix("}:ch")
+        .map(Cow::Borrowed)
 }
 
-/// The channel a relay publishes its liveness probes on and expects them back.
-pub fn probe_channel(relay: &str) -> String {
-    format!("{PREFIX}probe:{relay}")
+/// A channel a relay publishes its liveness probes on and expects them back: one per
+/// shard (`shard`), with `n` varied until the channel hashes to a slot of that shard.
+pub fn probe_channel(relay: &str, shard: usize, n: u32) -> String {
+    format!("{PREFIX}probe:{{{relay}.{shard}.{n}}}")
 }
 
 /// The kind marker of a string payload in Redis (`j` for other JSON).
@@ -94,8 +120,33 @@ mod tests {
         assert_eq!(meta, "nr:{job-7}:m");
         assert_eq!(log, "nr:{job-7}:l");
         assert_eq!(channel("a\tb"), "nr:{a\tb}:ch");
-        assert_eq!(key_of_channel(channel("a}b").as_bytes()), Some("a}b"));
-        assert_eq!(key_of_channel(probe_channel("r1").as_bytes()), None);
+        assert_eq!(
+            key_of_channel(channel("a}b").as_bytes()).as_deref(),
+            Some("a}b")
+        );
+        assert_eq!(key_of_channel(probe_channel("r1", 0, 0).as_bytes()), None);
+    }
+
+    #[test]
+    fn keys_without_a_usable_tag_are_written_in_hex() {
+        use super::super::topology::slot;
+        for key in ["", "}", "}a{b}", "}é"] {
+            let names = data(key);
+            let channel = channel(key);
+            assert!(
+                names
+                    .iter()
+                    .all(|n| slot(n.as_bytes()) == slot(channel.as_bytes())),
+                "{names:?} {channel}"
+            );
+            assert_eq!(key_of_channel(channel.as_bytes()).as_deref(), Some(key));
+        }
+        assert_eq!(channel("}"), "nr:x{h7d}:ch");
+        // A key that looks like the hex form keeps its own names.
+        assert_eq!(
+            key_of_channel(channel("x{h7d}").as_bytes()).as_deref(),
+            Some("x{h7d}")
+        );
     }
 
     #[test]

@@ -1,20 +1,26 @@
-//! The pub/sub side: one connection subscribed to the channels of the keys with local
-//! subscribers, which hands each live message to them, probes itself, and after any
-//! loss makes the subscription anew and catches every key's subscribers up.
+//! The pub/sub side: one connection per shard (one server is one shard; a Redis Cluster
+//! has one per master), each subscribed to the channels of the keys with local interest
+//! whose slot that shard owns. Live messages are handed to the keys' subscribers by
+//! channel; each shard is probed through its own connection; and after any loss (a
+//! connection lost or silent, a slot that moved, a message that could not be queued) the
+//! topology is looked up again, every channel subscribed anew and every key's
+//! subscribers caught up from the streams.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{PubSubSink, PubSubStream};
-use futures_util::StreamExt;
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, ConnectionInfo, Msg, ProtocolVersion, PushInfo, PushKind};
+use ::redis::{RedisResult, Value};
 use log::{debug, info, warn};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Handed;
+use super::topology::{Target, Topology};
 use super::{
     keys, request, unix_ms, Command, Owed, Shared, PROBE_INTERVAL, PROBE_TIMEOUT, REQUEST_TIMEOUT,
     UNSUBSCRIBE_DELAY,
@@ -29,44 +35,51 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often idle keys are looked at for their delayed unsubscribe.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
-/// Channels subscribed with one command when a subscription is made anew.
+/// Channels subscribed with one pipelined request when subscriptions are made anew.
 const SUBSCRIBE_BATCH: usize = 256;
+/// Messages from the shards' connections waiting for the listener, at most. Past it a
+/// message would be lost: the listener subscribes anew and catches every key up instead.
+const PUSH_QUEUE: usize = 8192;
 
 /// Why a subscription ended.
 enum Lost {
     /// The engine is going away.
     Stopped,
-    /// The connection failed or went silent.
+    /// A connection failed or went silent, or the topology changed.
     Failed,
 }
 
-/// Keeps a subscription until `stop`: connects (with backoff), serves, and starts over
-/// when the subscription is lost.
+/// What each shard's connection hands the listener: the shard's index and the message.
+type Push = (usize, PushInfo);
+
+/// Keeps the subscriptions until `stop`: looks up the shards, connects (with backoff),
+/// serves, and starts over when anything is lost.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    client: ::redis::Client,
+    target: Target,
     mut commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF_START;
     let mut was_lost = false;
+    // Cluster nodes to ask for the topology: the seeds, then the masters last seen.
+    let mut known: Vec<ConnectionInfo> = match &target {
+        Target::Single(node) => vec![node.clone()],
+        Target::Cluster(nodes) => nodes.clone(),
+    };
     loop {
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            connected = timeout(REQUEST_TIMEOUT, client.get_async_pubsub()) => connected,
+            connected = connect(&shared, &target, &mut known) => connected,
         };
         match connected {
-            Ok(Ok(pubsub)) => {
+            Ok((links, mut pushes)) => {
                 backoff = BACKOFF_START;
-                let (sink, stream) = pubsub.split();
-                let mut session = Session {
-                    shared: &shared,
-                    sink,
-                    subscribed: HashSet::new(),
-                    probe: keys::probe_channel(&shared.relay),
-                    probe_in_flight: Arc::new(AtomicBool::new(false)),
-                };
-                match session.serve(stream, &mut commands, &stop, was_lost).await {
+                let mut session = Session::new(&shared, links);
+                match session
+                    .serve(&mut pushes, &mut commands, &stop, was_lost)
+                    .await
+                {
                     Lost::Stopped => return,
                     Lost::Failed => {
                         shared.health.set_connected(false);
@@ -75,8 +88,7 @@ pub(super) async fn run(
                     }
                 }
             }
-            Ok(Err(error)) => debug!("redis: cannot connect: {error}"),
-            Err(_) => debug!("redis: connecting timed out"),
+            Err(error) => debug!("redis: cannot connect: {error}"),
         }
         // Registrations meanwhile fail at once rather than wait.
         let pause = sleep(backoff);
@@ -100,22 +112,133 @@ fn refuse(command: Command) {
     }
 }
 
-/// One live subscription.
-struct Session<'a> {
-    shared: &'a Arc<Shared>,
-    sink: PubSubSink,
-    /// Keys whose channel is subscribed.
-    subscribed: HashSet<Box<str>>,
-    /// This relay's probe channel.
-    probe: String,
-    /// A probe publish has not answered yet.
-    probe_in_flight: Arc<AtomicBool>,
+/// The shards and a pub/sub connection to each.
+struct Links {
+    topology: Topology,
+    connections: Vec<MultiplexedConnection>,
+    /// A message could not be queued for the listener: something was lost.
+    overflowed: Arc<AtomicBool>,
 }
 
-impl Session<'_> {
+/// Looks up the topology, makes sure scripts can run, and opens one RESP3 connection
+/// (whose push messages come to the returned queue) to each shard.
+async fn connect(
+    shared: &Shared,
+    target: &Target,
+    known: &mut Vec<ConnectionInfo>,
+) -> Result<(Links, mpsc::Receiver<Push>), String> {
+    let topology = match target {
+        Target::Single(node) => Topology::single(node.clone()),
+        Target::Cluster(seeds) => {
+            let topology = resolve(known).await?;
+            *known = seeds.clone();
+            known.extend(topology.shards.iter().map(|s| s.node.clone()));
+            topology
+        }
+    };
+    bounded_as_text(shared.requests.connect()).await?;
+    let (sender, pushes) = mpsc::channel(PUSH_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let mut connections = Vec::with_capacity(topology.shards.len());
+    for (index, shard) in topology.shards.iter().enumerate() {
+        let sender = sender.clone();
+        let overflow = Arc::clone(&overflowed);
+        let forward = move |push: PushInfo| {
+            if sender.try_send((index, push)).is_err() {
+                overflow.store(true, Ordering::Relaxed);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let settings = shard
+            .node
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(shard.node.clone().set_redis_settings(settings))
+            .map_err(|e| e.to_string())?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(REQUEST_TIMEOUT))
+            .set_push_sender(forward);
+        let connection = client.get_multiplexed_async_connection_with_config(&config);
+        connections.push(
+            bounded_as_text(connection)
+                .await
+                .map_err(|e| format!("{}: {e}", shard.name()))?,
+        );
+    }
+    let links = Links {
+        topology,
+        connections,
+        overflowed,
+    };
+    Ok((links, pushes))
+}
+
+/// Asks the known cluster nodes, in turn, which master owns which slots.
+async fn resolve(known: &[ConnectionInfo]) -> Result<Topology, String> {
+    let mut last_error = String::from("no node to ask");
+    for node in known {
+        let asked = async {
+            let client = ::redis::Client::open(node.clone())?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REQUEST_TIMEOUT))
+                .set_response_timeout(Some(REQUEST_TIMEOUT));
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            ::redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Value>(&mut connection)
+                .await
+        };
+        match bounded_as_text(asked).await {
+            Ok(answer) => match Topology::from_cluster_slots(node, &answer) {
+                Some(topology) => return Ok(topology),
+                None => last_error = "the cluster does not cover every slot".into(),
+            },
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+/// One set of live subscriptions, one connection per shard.
+struct Session<'a> {
+    shared: &'a Arc<Shared>,
+    links: Links,
+    /// Keys whose channel is subscribed.
+    subscribed: HashSet<Box<str>>,
+    /// Channels this relay unsubscribed whose confirmation has not come back yet (any
+    /// other unsubscription is the server's: the slot moved).
+    unsubscribing: HashMap<String, u32>,
+    /// Each shard's probe channel.
+    probes: Vec<String>,
+    /// When each shard's probe last came back.
+    probed_at: Vec<Instant>,
+    /// Each shard has a probe that has not answered yet.
+    probe_in_flight: Vec<Arc<AtomicBool>>,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Arc<Shared>, links: Links) -> Self {
+        let shards = links.topology.shards.len();
+        Self {
+            shared,
+            probes: links.topology.probe_channels(&shared.relay),
+            links,
+            subscribed: HashSet::new(),
+            unsubscribing: HashMap::new(),
+            probed_at: vec![Instant::now(); shards],
+            probe_in_flight: (0..shards)
+                .map(|_| Arc::new(AtomicBool::new(false)))
+                .collect(),
+        }
+    }
+
     async fn serve(
         &mut self,
-        mut stream: PubSubStream,
+        pushes: &mut mpsc::Receiver<Push>,
         commands: &mut mpsc::Receiver<Command>,
         stop: &CancellationToken,
         was_lost: bool,
@@ -131,12 +254,13 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Lost::Stopped,
-                message = stream.next() => match message {
-                    Some(message) => self.on_message(&message),
-                    None => {
-                        warn!("redis: the subscription connection closed");
-                        return Lost::Failed;
+                push = pushes.recv() => match push {
+                    Some((shard, push)) => {
+                        if self.on_push(shard, push).is_err() {
+                            return Lost::Failed;
+                        }
                     }
+                    None => return Lost::Failed,
                 },
                 Some(command) = commands.recv() => {
                     if self.on_command(command).await.is_err() {
@@ -144,15 +268,25 @@ impl Session<'_> {
                     }
                 }
                 _ = probe.tick() => {
-                    if shared.health.silent_for() >= PROBE_TIMEOUT {
+                    if self.links.overflowed.load(Ordering::Relaxed) {
                         warn!(
-                            "redis: no probe came back for {}s (unreachable, paused, or a silent \
-                             subscription); subscribing anew",
-                            PROBE_TIMEOUT.as_secs()
+                            "redis: messages arrived faster than they could be handed on; \
+                             subscribing anew"
                         );
                         return Lost::Failed;
                     }
-                    self.send_probe();
+                    if shared.health.silent_for() >= PROBE_TIMEOUT {
+                        warn!(
+                            "redis: no probe came back for {}s from {} (unreachable, paused, or \
+                             a silent subscription); subscribing anew",
+                            PROBE_TIMEOUT.as_secs(),
+                            self.silent_shards()
+                        );
+                        return Lost::Failed;
+                    }
+                    for shard in 0..self.probes.len() {
+                        self.send_probe(shard);
+                    }
                 }
                 _ = sweep.tick() => {
                     if self.unsubscribe_idle().await.is_err() {
@@ -163,23 +297,45 @@ impl Session<'_> {
         }
     }
 
-    /// Subscribes the probe channel and the channels of every key with subscribers here,
-    /// then (after a loss) hands each key's subscribers what they missed.
+    /// The shards whose probe is overdue, for the log.
+    fn silent_shards(&self) -> String {
+        let names: Vec<String> = self
+            .probed_at
+            .iter()
+            .zip(&self.links.topology.shards)
+            .filter(|(at, _)| at.elapsed() >= PROBE_TIMEOUT)
+            .map(|(_, shard)| shard.name())
+            .collect();
+        names.join(", ")
+    }
+
+    /// Subscribes the probe channels and the channels of every key with subscribers
+    /// here, each on its shard, then (after a loss) hands each key's subscribers what
+    /// they missed.
     async fn start(&mut self, was_lost: bool) -> Result<(), ()> {
         let shared = self.shared;
         let generation = shared.health.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        bounded(self.sink.subscribe(&self.probe)).await?;
         let keys: Vec<Box<str>> = shared
             .channels
             .iter()
             .filter(|c| !c.is_empty())
             .map(|c| c.key().clone())
             .collect();
-        for batch in keys.chunks(SUBSCRIBE_BATCH) {
-            let channels: Vec<String> = batch.iter().map(|k| keys::channel(k)).collect();
-            bounded(self.sink.subscribe(&channels)).await?;
-            self.subscribed.extend(batch.iter().cloned());
+        let shards = self.links.topology.shards.len();
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); shards];
+        for (shard, probe) in self.probes.iter().enumerate() {
+            by_shard[shard].push(probe.clone());
         }
+        for key in &keys {
+            let channel = keys::channel(key);
+            by_shard[self.links.topology.shard_of(&channel)].push(channel);
+        }
+        for (shard, channels) in by_shard.iter().enumerate() {
+            for batch in channels.chunks(SUBSCRIBE_BATCH) {
+                self.subscribe_on(shard, batch).await?;
+            }
+        }
+        self.subscribed.extend(keys.iter().cloned());
         if was_lost {
             let mut caught_up = 0;
             for key in &keys {
@@ -187,14 +343,40 @@ impl Session<'_> {
                 caught_up += 1;
             }
             info!(
-                "redis: subscribed again (generation {generation}); {caught_up} key(s) caught up"
+                "redis: subscribed again on {shards} shard(s) (generation {generation}); \
+                 {caught_up} key(s) caught up"
             );
             shared.metrics.cluster_reconnects.inc();
         } else {
-            info!("redis: connected");
+            info!("redis: connected ({shards} shard(s))");
         }
         shared.health.probed();
         shared.health.set_connected(true);
+        Ok(())
+    }
+
+    /// Subscribes `channels` on `shard`'s connection, pipelined, one per command (a
+    /// cluster's SSUBSCRIBE takes channels of one slot only), and checks each answer.
+    async fn subscribe_on(&mut self, shard: usize, channels: &[String]) -> Result<(), ()> {
+        let command = self.links.topology.flavor.subscribe();
+        let mut pipe = ::redis::pipe();
+        for channel in channels {
+            pipe.cmd(command).arg(channel);
+        }
+        let connection = &mut self.links.connections[shard];
+        let answers: Vec<Value> = bounded(pipe.query_async(connection)).await?;
+        let confirmed = answers.len() == channels.len()
+            && answers
+                .iter()
+                .zip(channels)
+                .all(|(answer, channel)| confirms(answer, channel));
+        if !confirmed {
+            warn!(
+                "redis: {} did not confirm a subscription (the topology changed?)",
+                self.links.topology.shards[shard].name()
+            );
+            return Err(());
+        }
         Ok(())
     }
 
@@ -221,11 +403,60 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn on_message(&self, message: &::redis::Msg) {
+    /// A push message from `shard`'s connection: a live message, a probe back, or news
+    /// that the subscription is no longer whole (`Err`).
+    fn on_push(&mut self, shard: usize, push: PushInfo) -> Result<(), ()> {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let Some(message) = Msg::from_push_info(push) {
+                    self.on_message(shard, &message);
+                }
+                Ok(())
+            }
+            PushKind::Disconnection => {
+                warn!(
+                    "redis: the subscription connection to {} closed",
+                    self.links.topology.shards[shard].name()
+                );
+                Err(())
+            }
+            PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                let Some(Value::BulkString(channel)) = push.data.first() else {
+                    return Ok(());
+                };
+                let channel = String::from_utf8_lossy(channel).into_owned();
+                if let Some(pending) = self.unsubscribing.get_mut(&channel) {
+                    *pending -= 1;
+                    if *pending == 0 {
+                        self.unsubscribing.remove(&channel);
+                    }
+                    return Ok(());
+                }
+                let ours = self.probes.contains(&channel)
+                    || keys::key_of_channel(channel.as_bytes())
+                        .is_some_and(|key| self.subscribed.contains(&*key));
+                if ours {
+                    warn!(
+                        "redis: {} dropped the subscription of {} (its slot moved)",
+                        self.links.topology.shards[shard].name(),
+                        escaped(&channel)
+                    );
+                    return Err(());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_message(&mut self, shard: usize, message: &Msg) {
         let shared = self.shared;
         let name = message.get_channel_name();
-        if name == self.probe {
-            shared.health.probed();
+        if self.probes.get(shard).is_some_and(|probe| probe == name) {
+            self.probed_at[shard] = Instant::now();
+            if let Some(oldest) = self.probed_at.iter().min() {
+                shared.health.probed_at(*oldest);
+            }
             return;
         }
         let Some(key) = keys::key_of_channel(name.as_bytes()) else {
@@ -234,18 +465,18 @@ impl Session<'_> {
         let Some((live, origin)) = keys::decode_live(message.get_payload_bytes()) else {
             warn!(
                 "redis: unreadable message on the channel of {}",
-                escaped(key)
+                escaped(&key)
             );
             return;
         };
-        let outcome = match shared.channels.get_mut(key) {
+        let outcome = match shared.channels.get_mut(&*key) {
             Some(mut channel) => channel.deliver(&live, shared.buffer_limit),
             None => Default::default(),
         };
         if outcome.overflowed > 0 {
             warn!(
                 "message to {} not queued for {} slow connection(s)",
-                escaped(key),
+                escaped(&key),
                 outcome.overflowed
             );
             shared
@@ -262,10 +493,9 @@ impl Session<'_> {
             Command::Listen { key, done } => {
                 let shared = self.shared;
                 if !self.subscribed.contains(&key) {
-                    if bounded(self.sink.subscribe(keys::channel(&key)))
-                        .await
-                        .is_err()
-                    {
+                    let channel = keys::channel(&key);
+                    let shard = self.links.topology.shard_of(&channel);
+                    if self.subscribe_on(shard, &[channel]).await.is_err() {
                         let _ = done.send(None);
                         return Err(());
                     }
@@ -277,21 +507,25 @@ impl Session<'_> {
         }
     }
 
-    /// Publishes a probe on this relay's own channel; [`Session::on_message`] notes its
-    /// return. One at a time, so a slow Redis does not pile them up.
-    fn send_probe(&self) {
-        if self.probe_in_flight.swap(true, Ordering::Relaxed) {
+    /// Publishes a probe on `shard`'s probe channel; [`Session::on_message`] notes its
+    /// return. One at a time per shard, so a slow Redis does not pile them up.
+    fn send_probe(&self, shard: usize) {
+        let in_flight = Arc::clone(&self.probe_in_flight[shard]);
+        if in_flight.swap(true, Ordering::Relaxed) {
             return;
         }
         let shared = Arc::clone(self.shared);
-        let channel = self.probe.clone();
-        let in_flight = Arc::clone(&self.probe_in_flight);
+        let channel = self.probes[shard].clone();
+        let publish = self.links.topology.flavor.publish();
         tokio::spawn(async move {
-            let mut redis = shared.redis.clone();
             let sent = unix_ms();
-            let mut invocation = shared.scripts.probe.prepare_invoke();
-            invocation.arg(channel);
-            if let Ok(redis_ms) = request(invocation.invoke_async::<i64>(&mut redis)).await {
+            let probed = async {
+                let mut redis = shared.requests.connection()?;
+                let mut invocation = shared.scripts.probe.prepare_invoke();
+                invocation.key(channel).arg(publish);
+                request(invocation.invoke_async::<i64>(&mut redis)).await
+            };
+            if let Ok(redis_ms) = probed.await {
                 shared.health.clock_read(redis_ms, sent);
             }
             in_flight.store(false, Ordering::Relaxed);
@@ -321,7 +555,13 @@ impl Session<'_> {
                 continue;
             }
             if self.subscribed.remove(&key) {
-                bounded(self.sink.unsubscribe(keys::channel(&key))).await?;
+                let channel = keys::channel(&key);
+                let shard = self.links.topology.shard_of(&channel);
+                *self.unsubscribing.entry(channel.clone()).or_default() += 1;
+                let mut command = ::redis::cmd(self.links.topology.flavor.unsubscribe());
+                command.arg(&channel);
+                let connection = &mut self.links.connections[shard];
+                bounded(command.query_async::<Value>(connection)).await?;
                 debug!("redis: unsubscribed from {}", escaped(&key));
             }
         }
@@ -329,19 +569,31 @@ impl Session<'_> {
     }
 }
 
-/// Awaits a subscription command with [`REQUEST_TIMEOUT`].
-async fn bounded(
-    call: impl std::future::Future<Output = ::redis::RedisResult<()>>,
-) -> Result<(), ()> {
+/// Whether `answer` confirms the subscription of `channel`.
+fn confirms(answer: &Value, channel: &str) -> bool {
+    match answer {
+        Value::Push { kind, data } => {
+            matches!(kind, PushKind::Subscribe | PushKind::SSubscribe)
+                && matches!(data.first(), Some(Value::BulkString(name)) if name == channel.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// Awaits a Redis call with [`REQUEST_TIMEOUT`]; failures are logged.
+async fn bounded<T>(call: impl std::future::Future<Output = RedisResult<T>>) -> Result<T, ()> {
+    bounded_as_text(call).await.map_err(|error| {
+        warn!("redis: subscription command failed: {error}");
+    })
+}
+
+/// Awaits a Redis call with [`REQUEST_TIMEOUT`]; failures as text.
+async fn bounded_as_text<T>(
+    call: impl std::future::Future<Output = RedisResult<T>>,
+) -> Result<T, String> {
     match timeout(REQUEST_TIMEOUT, call).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => {
-            warn!("redis: subscription command failed: {error}");
-            Err(())
-        }
-        Err(_) => {
-            warn!("redis: subscription command timed out");
-            Err(())
-        }
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("timed out".into()),
     }
 }

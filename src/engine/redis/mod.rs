@@ -6,34 +6,40 @@
 //!   retained messages with its epoch, sequence, pending set and collapse names, and the
 //!   presence hash (each relay's connection count under a lease). The Lua scripts beside
 //!   this file are the only code that changes them, one atomic step each: `publish.lua`
-//!   (presence, sequence, retention, pending, PUBLISH), `subscribe.lua` (presence, then
-//!   pending or replay), `lease.lua` and `presence.lua`.
+//!   (presence, sequence, retention, pending, PUBLISH or SPUBLISH), `subscribe.lua`
+//!   (presence, then pending or replay), `lease.lua` and `presence.lua`.
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
-//!   one pub/sub connection that is subscribed to the channels of exactly the keys with
-//!   local subscribers (per-key interest; [`listener`]).
+//!   one pub/sub connection per shard, subscribed to the channels of exactly the keys
+//!   with local subscribers whose slot that shard owns (per-key interest; [`listener`]).
+//!   One server is one shard; a Redis Cluster has one per master, with sharded pub/sub
+//!   (SPUBLISH in the scripts, SSUBSCRIBE), so a message touches only its slot's shard
+//!   ([`topology`]). The scripts run through [`requests`], which on a cluster sends each
+//!   to the master of its keys' slot.
 //!
 //! Every message, local or not, reaches local subscribers through Redis's channel, so all
 //! relays see one order per key. A registration subscribes the key's channel first, then
 //! runs its script, so a message is either in what the script hands over or arrives live
 //! after it (the seq tells which), never both and never neither.
 //!
-//! Faults: the listener probes its own subscription every second through Redis; a probe
-//! that does not come back within [`PROBE_TIMEOUT`] (Redis down, paused, or a silently
-//! dead subscription) makes the relay not ready, and the subscription is made anew, after
-//! which every key's subscribers are handed what they missed from the stream, or a gap
-//! signal when Redis lost it. Presence leases run out [`LEASE`] after a relay's last
-//! refresh, so a relay killed with -9 stops counting within that time.
+//! Faults: the listener probes its own subscriptions every second through Redis, through
+//! each shard; a probe that does not come back within [`PROBE_TIMEOUT`] (Redis down,
+//! paused, or a silently dead subscription) makes the relay not ready, and the
+//! subscriptions are made anew (on a cluster also after a slot moved), after which every
+//! key's subscribers are handed what they missed from the stream, or a gap signal when
+//! Redis lost it. Presence leases run out [`LEASE`] after a relay's last refresh, so a
+//! relay killed with -9 stops counting within that time.
 
 mod channel;
 mod keys;
 mod listener;
+mod requests;
+mod topology;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Script;
 use dashmap::DashMap;
 use futures_util::future::Either;
@@ -42,6 +48,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use self::channel::{Channel, Handed};
+use self::requests::Requests;
+use self::topology::{Flavor, Target};
 use crate::config::StreamConfig;
 use crate::engine::memory::EpochSource;
 use crate::engine::{
@@ -132,7 +140,13 @@ impl Health {
 
     /// A probe came back (or a subscription was just made).
     fn probed(&self) {
-        self.probed_at.store(self.now_ms(), Ordering::Relaxed);
+        self.probed_at(Instant::now());
+    }
+
+    /// Every shard's probe came back at `at` or later.
+    fn probed_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.origin).as_millis() as u64;
+        self.probed_at.store(ms, Ordering::Relaxed);
         self.metrics.cluster_ready.set(i64::from(self.available()));
     }
 
@@ -143,7 +157,10 @@ impl Health {
 
     /// How long since a probe last came back.
     fn silent_for(&self) -> Duration {
-        Duration::from_millis(self.now_ms() - self.probed_at.load(Ordering::Relaxed))
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.probed_at.load(Ordering::Relaxed)),
+        )
     }
 
     /// Whether requests to Redis can be expected to complete.
@@ -206,7 +223,9 @@ struct Shared {
     /// This relay's name in presence hashes and its probe channel.
     relay: String,
     /// Requests and scripts (reconnects by itself).
-    redis: ConnectionManager,
+    requests: Requests,
+    /// Classic pub/sub (one server) or sharded (a cluster).
+    flavor: Flavor,
     /// Keys with local subscribers (or that had some a moment ago).
     channels: DashMap<Box<str>, Channel>,
     scripts: Scripts,
@@ -235,6 +254,12 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+/// Checks a `--redis` value: one server (`redis://`), or a Redis Cluster
+/// (`redis+cluster://HOST:PORT[,HOST:PORT...]`, or several comma-separated `redis://` URLs).
+pub fn check_url(url: &str) -> Result<(), String> {
+    Target::parse(url).map(|_| ())
+}
+
 /// The Redis engine. See the module docs.
 #[derive(Debug)]
 pub struct RedisEngine {
@@ -252,20 +277,20 @@ impl RedisEngine {
         buffer_limit: usize,
         metrics: Arc<Metrics>,
     ) -> ::redis::RedisResult<Self> {
-        let client = ::redis::Client::open(url)?;
-        let manager = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_response_timeout(Some(REQUEST_TIMEOUT))
-                .set_connection_timeout(Some(REQUEST_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(REQUEST_TIMEOUT),
-        )?;
-        let (commands, requests) = mpsc::channel(COMMAND_QUEUE);
+        let target = Target::parse(url).map_err(|e| {
+            ::redis::RedisError::from((::redis::ErrorKind::InvalidClientConfig, "--redis", e))
+        })?;
+        let requests = Requests::new(&target)?;
+        let (commands, listens) = mpsc::channel(COMMAND_QUEUE);
         let random = uuid::Uuid::new_v4().simple().to_string();
         let shared = Arc::new(Shared {
             relay: random[..16].to_owned(),
-            redis: manager,
+            requests,
+            flavor: if target.is_cluster() {
+                Flavor::Sharded
+            } else {
+                Flavor::Classic
+            },
             channels: DashMap::new(),
             scripts: Scripts::new(),
             config,
@@ -284,8 +309,8 @@ impl RedisEngine {
         let stop = CancellationToken::new();
         tokio::spawn(listener::run(
             Arc::clone(&shared),
-            client,
-            requests,
+            target,
+            listens,
             stop.clone(),
         ));
         tokio::spawn(keep_leases(Arc::clone(&shared), stop.clone()));
@@ -392,7 +417,7 @@ impl Shared {
         origin: &str,
     ) -> Result<Published, Unavailable> {
         let retain = self.streams_on() && !message.ephemeral;
-        let mut redis = self.redis.clone();
+        let mut redis = self.requests.connection()?;
         let mut invocation = self.scripts.publish.prepare_invoke();
         for name in keys::data(key) {
             invocation.key(name);
@@ -407,7 +432,8 @@ impl Shared {
             .arg(&*self.epochs.next())
             .arg(keys::channel(key))
             .arg(self.health.deadline())
-            .arg(origin);
+            .arg(origin)
+            .arg(self.flavor.publish());
         let call = invocation.invoke_async::<(i64, String, u64, u64, u64, u64)>(&mut redis);
         let (connections, epoch, seq, by_ttl, by_max, collapsed) = request(call).await?;
         let Ok(connections) = u64::try_from(connections) else {
@@ -438,7 +464,7 @@ impl Shared {
                 ("since", "after", &*position.epoch, position.seq)
             }
         };
-        let mut redis = self.redis.clone();
+        let mut redis = self.requests.connection()?;
         let mut invocation = self.scripts.subscribe.prepare_invoke();
         for name in keys::data(key) {
             invocation.key(name);
@@ -654,7 +680,7 @@ impl Engine for RedisEngine {
             if !shared.health.available() {
                 return Err(Unavailable);
             }
-            let mut redis = shared.redis.clone();
+            let mut redis = shared.requests.connection()?;
             let mut invocation = shared.scripts.presence.prepare_invoke();
             for name in keys::data(key) {
                 invocation.key(name);
@@ -746,7 +772,7 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// Sets this relay's count under `key` in Redis.
 async fn write_lease(shared: &Shared, key: &str, local: usize) -> Result<(), Unavailable> {
-    let mut redis = shared.redis.clone();
+    let mut redis = shared.requests.connection()?;
     let mut invocation = shared.scripts.lease.prepare_invoke();
     for name in keys::data(key) {
         invocation.key(name);
