@@ -648,6 +648,17 @@ impl Engine for RedisEngine {
         self.shared.mark_idle_if_empty(key);
     }
 
+    fn watch<'a>(
+        &'a self,
+        _key: &'a str,
+        _peer: &'a Arc<Peer>,
+        _initial: Option<Preamble<'a>>,
+    ) -> EngineFuture<'a, Result<(), Unavailable>> {
+        crate::engine::now(Err(Unavailable))
+    }
+
+    fn unwatch(&self, _key: &str, _peer: &Peer) {}
+
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>> {
         let shared = &self.shared;
         Either::Right(Box::pin(async move {
