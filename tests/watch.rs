@@ -342,3 +342,203 @@ impl SseReader {
         }
     }
 }
+
+// Across relays: real relay processes on a real redis-server (Part 4).
+
+mod cluster {
+    use std::time::{Duration, Instant};
+
+    use super::{close, push, watch};
+    use crate::common::{wait_readyz, within, Client, RedisServer, RelayProcess};
+    use futures_util::StreamExt;
+    use serde_json::Value;
+    use tokio::time::timeout;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// A presence lease (15 s) plus its refresh interval (5 s), and slack for a loaded
+    /// machine: the longest a killed relay's connections may still show as online to a
+    /// watcher (the contract's dead-relay bound is 30 s).
+    const DEAD_RELAY_BOUND: Duration = Duration::from_secs(25);
+
+    async fn relay(redis: &RedisServer) -> RelayProcess {
+        let url = redis.url();
+        let relay = RelayProcess::spawn(&["--redis", url.as_str()]);
+        wait_readyz(relay.addr, 200).await;
+        relay
+    }
+
+    /// Reads pushes until one says `connections`, within `deadline`; returns them all.
+    async fn until(client: &mut Client, connections: u64, deadline: Duration) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let reading = async {
+            loop {
+                let frame = match client.ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        serde_json::from_str::<Value>(&text).expect("json")
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a push, got {other:?}"),
+                };
+                let done = frame["connections"] == connections;
+                seen.push(frame);
+                if done {
+                    return;
+                }
+            }
+        };
+        timeout(deadline, reading)
+            .await
+            .unwrap_or_else(|_| panic!("no push of {connections} within {deadline:?}: {seen:?}"));
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_change_on_one_relay_reaches_watchers_on_another() {
+        let redis = RedisServer::start();
+        let (a, b) = (relay(&redis).await, relay(&redis).await);
+        let mut watcher = Client::connect(&b.url()).await;
+        watch(&mut watcher, "cw", 0).await;
+        let mut on_a = Client::connect(&a.url()).await;
+        on_a.register("cw").await;
+        assert_eq!(watcher.recv_json().await, push("cw", 1));
+        let mut on_b = Client::connect(&b.url()).await;
+        on_b.register("cw").await;
+        assert_eq!(watcher.recv_json().await, push("cw", 2));
+        close(on_a).await;
+        assert_eq!(watcher.recv_json().await, push("cw", 1));
+        close(on_b).await;
+        assert_eq!(watcher.recv_json().await, push("cw", 0));
+        // A watcher on the relay with the connections sees them too.
+        let mut local = Client::connect(&a.url()).await;
+        watch(&mut local, "cw", 0).await;
+        let mut again = Client::connect(&b.url()).await;
+        again.register("cw").await;
+        assert_eq!(local.recv_json().await, push("cw", 1));
+        assert_eq!(watcher.recv_json().await, push("cw", 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_killed_relay_shows_as_offline_within_the_bound() {
+        let redis = RedisServer::start();
+        let (mut doomed, survivor) = (relay(&redis).await, relay(&redis).await);
+        let mut watcher = Client::connect(&survivor.url()).await;
+        watch(&mut watcher, "ck", 0).await;
+        let mut tabs = Vec::new();
+        for _ in 0..2 {
+            let mut tab = Client::connect(&doomed.url()).await;
+            tab.register("ck").await;
+            tabs.push(tab);
+        }
+        until(&mut watcher, 2, common_deadline()).await;
+        doomed.signal("KILL");
+        doomed.wait_exit(crate::common::DEADLINE);
+        let killed = Instant::now();
+        let seen = until(&mut watcher, 0, DEAD_RELAY_BOUND + Duration::from_secs(5)).await;
+        assert!(
+            killed.elapsed() <= DEAD_RELAY_BOUND,
+            "offline after {:?}",
+            killed.elapsed()
+        );
+        assert_eq!(seen.last(), Some(&push("ck", 0)));
+        eprintln!("killed relay seen as offline after {:?}", killed.elapsed());
+    }
+
+    fn common_deadline() -> Duration {
+        crate::common::DEADLINE
+    }
+
+    /// Redis lost (killed, started again empty) while the key went offline: once the
+    /// relays are back the watcher is told, with no stale "online" left behind.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn after_a_redis_outage_the_watcher_gets_the_current_state() {
+        let mut redis = RedisServer::start();
+        let (a, b) = (relay(&redis).await, relay(&redis).await);
+        let mut watcher = Client::connect(&b.url()).await;
+        watch(&mut watcher, "co", 0).await;
+        let mut member = Client::connect(&a.url()).await;
+        member.register("co").await;
+        assert_eq!(watcher.recv_json().await, push("co", 1));
+        let mut stays = Client::connect(&a.url()).await;
+        stays.register("co-stays").await;
+        let mut stays_watcher = Client::connect(&b.url()).await;
+        watch(&mut stays_watcher, "co-stays", 1).await;
+
+        redis.stop();
+        wait_readyz(b.addr, 503).await;
+        close(member).await;
+        redis.restart();
+        wait_readyz(a.addr, 200).await;
+        wait_readyz(b.addr, 200).await;
+        until(&mut watcher, 0, common_deadline()).await;
+        // The key that stayed online reads as online again (after at most a dip while
+        // relay a writes its presence anew), and its watcher ends on that state.
+        let mut probe = Client::connect(&b.url()).await;
+        let answer = within("a presence query", async {
+            loop {
+                let answer = probe.request(serde_json::json!({"presence": "co-stays"})).await;
+                if answer["connections"] == 1 {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert_eq!(answer["online"], true);
+        let mut pushed = Vec::new();
+        while let Ok(frame) = timeout(Duration::from_millis(500), stays_watcher.recv_json()).await {
+            pushed.push(frame);
+        }
+        if let Some(last) = pushed.last() {
+            assert_eq!(last, &push("co-stays", 1), "{pushed:?}");
+        }
+        drop(stays);
+    }
+
+    /// A storm on one relay with a watcher on another: the watcher's frames stay well
+    /// below the changes, it ends on the true state, and its relay's memory stays flat.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_storm_across_relays_is_bounded() {
+        const CYCLES: usize = 1000;
+        const CONCURRENCY: usize = 25;
+        let redis = RedisServer::start();
+        let (a, b) = (relay(&redis).await, relay(&redis).await);
+        let mut watcher = Client::connect(&b.url()).await;
+        watch(&mut watcher, "cs", 0).await;
+        let rss_before = b.rss_bytes();
+        let url = a.url();
+        let workers: Vec<_> = (0..CONCURRENCY)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    for _ in 0..CYCLES / CONCURRENCY {
+                        let mut client = Client::connect(&url).await;
+                        client.register("cs").await;
+                        close(client).await;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            within("the storm", worker).await.expect("worker");
+        }
+        // Ends on offline; then nothing more comes.
+        let mut frames = until(&mut watcher, 0, common_deadline()).await;
+        while let Ok(frame) = timeout(Duration::from_millis(1500), watcher.recv_json()).await {
+            frames.push(frame);
+        }
+        assert_eq!(frames.last(), Some(&push("cs", 0)), "{frames:?}");
+        let rss_after = b.rss_bytes();
+        eprintln!(
+            "storm of {CYCLES} cycles on relay a: {} frames to the watcher on relay b; \
+             its RSS {} -> {} KiB",
+            frames.len(),
+            rss_before / 1024,
+            rss_after / 1024
+        );
+        assert!(frames.len() <= 2 * CYCLES);
+        assert!(
+            rss_after < rss_before + 32 * 1024 * 1024,
+            "{rss_before} -> {rss_after}"
+        );
+    }
+}

@@ -175,7 +175,16 @@ impl Session<'_> {
             .filter(|c| !c.is_empty())
             .map(|c| c.key().clone())
             .collect();
-        for batch in keys.chunks(SUBSCRIBE_BATCH) {
+        // Interest in a key's channel: its subscribers here, or its watchers here.
+        let mut interest = keys.clone();
+        interest.extend(
+            shared
+                .watches
+                .keys()
+                .into_iter()
+                .filter(|key| !shared.channels.get(key).is_some_and(|c| !c.is_empty())),
+        );
+        for batch in interest.chunks(SUBSCRIBE_BATCH) {
             let channels: Vec<String> = batch.iter().map(|k| keys::channel(k)).collect();
             bounded(self.sink.subscribe(&channels)).await?;
             self.subscribed.extend(batch.iter().cloned());
@@ -186,6 +195,10 @@ impl Session<'_> {
                 self.catch_up(key).await?;
                 caught_up += 1;
             }
+            // No watcher is left with a state from before the loss.
+            super::watch::refresh_all(shared, true)
+                .await
+                .map_err(|_| ())?;
             info!(
                 "redis: subscribed again (generation {generation}); {caught_up} key(s) caught up"
             );
@@ -231,6 +244,10 @@ impl Session<'_> {
         let Some(key) = keys::key_of_channel(name.as_bytes()) else {
             return;
         };
+        if let Some(event) = keys::decode_presence(message.get_payload_bytes()) {
+            shared.watches.on_event(key, event, &shared.metrics);
+            return;
+        }
         let Some((live, origin)) = keys::decode_live(message.get_payload_bytes()) else {
             warn!(
                 "redis: unreadable message on the channel of {}",
@@ -316,6 +333,9 @@ impl Session<'_> {
             due
         };
         for key in due {
+            if shared.watches.is_watched(&key) {
+                continue;
+            }
             let removed = shared.channels.remove_if(&key, |_, c| c.is_empty());
             if removed.is_none() && shared.channels.contains_key(&key) {
                 continue;

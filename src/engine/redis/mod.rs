@@ -7,7 +7,9 @@
 //!   presence hash (each relay's connection count under a lease). The Lua scripts beside
 //!   this file are the only code that changes them, one atomic step each: `publish.lua`
 //!   (presence, sequence, retention, pending, PUBLISH), `subscribe.lua` (presence, then
-//!   pending or replay), `lease.lua` and `presence.lua`.
+//!   pending or replay), `lease.lua`, `presence.lua` and `watch.lua` (a relay's lease among
+//!   a key's watchers; while a key has watchers, a change of its count is published on its
+//!   channel as a presence event, see [`watch`]).
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
 //!   one pub/sub connection that is subscribed to the channels of exactly the keys with
 //!   local subscribers (per-key interest; [`listener`]).
@@ -27,6 +29,7 @@
 mod channel;
 mod keys;
 mod listener;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +81,7 @@ struct Scripts {
     subscribe: Script,
     presence: Script,
     lease: Script,
+    watch: Script,
     probe: Script,
 }
 
@@ -89,6 +93,7 @@ impl Scripts {
             subscribe: with_lib(include_str!("subscribe.lua")),
             presence: with_lib(include_str!("presence.lua")),
             lease: with_lib(include_str!("lease.lua")),
+            watch: with_lib(include_str!("watch.lua")),
             probe: Script::new(include_str!("probe.lua")),
         }
     }
@@ -209,6 +214,8 @@ struct Shared {
     redis: ConnectionManager,
     /// Keys with local subscribers (or that had some a moment ago).
     channels: DashMap<Box<str>, Channel>,
+    /// Keys with local watchers of their presence.
+    watches: watch::Watches,
     scripts: Scripts,
     /// Retention settings (`--buffer-max`, `--buffer-ttl`).
     config: StreamConfig,
@@ -267,6 +274,7 @@ impl RedisEngine {
             relay: random[..16].to_owned(),
             redis: manager,
             channels: DashMap::new(),
+            watches: watch::Watches::default(),
             scripts: Scripts::new(),
             config,
             epochs: EpochSource::new(),
@@ -289,6 +297,7 @@ impl RedisEngine {
             stop.clone(),
         ));
         tokio::spawn(keep_leases(Arc::clone(&shared), stop.clone()));
+        tokio::spawn(watch::keep(Arc::clone(&shared), stop.clone()));
         Ok(Self { shared, stop })
     }
 
@@ -650,14 +659,16 @@ impl Engine for RedisEngine {
 
     fn watch<'a>(
         &'a self,
-        _key: &'a str,
-        _peer: &'a Arc<Peer>,
-        _initial: Option<Preamble<'a>>,
+        key: &'a str,
+        peer: &'a Arc<Peer>,
+        initial: Option<Preamble<'a>>,
     ) -> EngineFuture<'a, Result<(), Unavailable>> {
-        crate::engine::now(Err(Unavailable))
+        Either::Right(Box::pin(watch::watch(&self.shared, key, peer, initial)))
     }
 
-    fn unwatch(&self, _key: &str, _peer: &Peer) {}
+    fn unwatch(&self, key: &str, peer: &Peer) {
+        watch::unwatch(&self.shared, key, peer);
+    }
 
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>> {
         let shared = &self.shared;

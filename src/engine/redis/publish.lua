@@ -14,7 +14,7 @@ if deadline > 0 and now > deadline then
 end
 local connections = presence(now)
 if ARGV[4] ~= '1' then
-  redis.call('PUBLISH', ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
+  publish(ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
   return {connections, '', 0, 0, 0, 0}
 end
 local ttl, max = tonumber(ARGV[6]), tonumber(ARGV[5])
@@ -39,6 +39,6 @@ if connections == 0 then
 end
 local by_ttl, by_max = trim(now, ttl, max)
 expire_stream(ttl)
-redis.call('PUBLISH', ARGV[8],
+publish(ARGV[8],
   epoch .. '\n' .. int(seq) .. '\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
 return {connections, epoch, seq, by_ttl, by_max, collapsed}
