@@ -955,7 +955,12 @@ mod tests {
         let r = request(r#"{"id":1,"presence":"k"}"#);
         assert_eq!(r.command, Ok(Command::Presence { key: "k".into() }));
         let w = request(r#"{"id":2,"watch":"k\u00e9","token":"t"}"#);
-        assert_eq!(w.command, Ok(Command::Watch { key: "k\u{e9}".into() }));
+        assert_eq!(
+            w.command,
+            Ok(Command::Watch {
+                key: "k\u{e9}".into()
+            })
+        );
         assert_eq!(w.token.as_deref(), Some("t"));
         let u = request(r#"{"id":3,"unwatch":"k"}"#);
         assert_eq!(u.command, Ok(Command::Unwatch { key: "k".into() }));

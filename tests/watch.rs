@@ -20,7 +20,10 @@ fn push(key: &str, connections: u64) -> Value {
 /// Closes `client` as a real client does and waits for the end of the stream.
 async fn close(mut client: Client) {
     let _ = client.ws.close(None).await;
-    within("close", async { while let Some(Ok(_)) = client.ws.next().await {} }).await;
+    within("close", async {
+        while let Some(Ok(_)) = client.ws.next().await {}
+    })
+    .await;
 }
 
 /// Watches `key` and checks the reply says `connections`.
@@ -130,7 +133,10 @@ async fn a_watch_is_not_a_registration() {
     assert_eq!(answer["connections"], 0, "{answer}");
     let (status, _, body) = relay.get("/presence/w-not").await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["connections"], 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["connections"],
+        0
+    );
     // A message to the key reaches nobody: the watcher is not a recipient.
     assert_eq!(asker.deliver("w-not", json!("hi")).await, 0);
     // The same connection may register elsewhere and keep its watch.
@@ -234,22 +240,23 @@ async fn a_storm_is_coalesced_and_ends_on_the_current_state() {
     .await;
     // The reply to a query comes after every push queued before it.
     let mut frames = 0;
-    let last = loop {
-        watcher.send_json(json!({"id": "end", "presence": "w-storm"})).await;
-        let mut last = None;
-        loop {
-            let frame = watcher.recv_json().await;
-            if frame["id"] == "end" {
-                break;
-            }
-            frames += 1;
-            last = Some(frame);
+    watcher
+        .send_json(json!({"id": "end", "presence": "w-storm"}))
+        .await;
+    let mut last = None;
+    loop {
+        let frame = watcher.recv_json().await;
+        if frame["id"] == "end" {
+            break;
         }
-        break last;
-    };
-    if let Some(last) = last {
-        assert_eq!(last, push("w-storm", 1), "the last push is the true state");
+        frames += 1;
+        last = Some(frame);
     }
+    assert_eq!(
+        last,
+        Some(push("w-storm", 1)),
+        "the last push is the true state"
+    );
     let pushed = gauge(&relay, "notify_relay_presence_events_total");
     let coalesced = gauge(&relay, "notify_relay_presence_events_coalesced_total");
     eprintln!(
@@ -272,7 +279,10 @@ async fn presence_streams_as_server_sent_events() {
     // Without the Accept header it stays the JSON query.
     let (status, content_type, body) = relay.get("/presence/w-sse").await;
     assert_eq!(status, 200);
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("json")["connections"],
         0
@@ -320,10 +330,7 @@ impl SseReader {
         loop {
             if let Some(end) = self.text.find("\n\n") {
                 let event: String = self.text.drain(..end + 2).collect();
-                if let Some(data) = event
-                    .lines()
-                    .find_map(|line| line.strip_prefix("data: "))
-                {
+                if let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) {
                     assert!(
                         event.starts_with("event: presence\n"),
                         "not a presence event: {event:?}"
@@ -475,7 +482,9 @@ mod cluster {
         let mut probe = Client::connect(&b.url()).await;
         let answer = within("a presence query", async {
             loop {
-                let answer = probe.request(serde_json::json!({"presence": "co-stays"})).await;
+                let answer = probe
+                    .request(serde_json::json!({"presence": "co-stays"}))
+                    .await;
                 if answer["connections"] == 1 {
                     return answer;
                 }

@@ -134,7 +134,17 @@ fn churn_with_watchers_counts_their_frames() {
     let url = relay();
     let r = bench(
         &url,
-        &["churn", "-c", "100", "--cycles", "2", "--keys", "10", "--watchers", "2"],
+        &[
+            "churn",
+            "-c",
+            "100",
+            "--cycles",
+            "2",
+            "--keys",
+            "10",
+            "--watchers",
+            "2",
+        ],
     );
     assert_eq!(r["errors"], 0);
     assert_eq!(r["presence_changes"], 400);

@@ -85,7 +85,11 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
         let cpu = server.cpu_time()?.saturating_sub(start);
         report.add_f64("server_cpu_s", cpu.as_secs_f64(), 3);
         let cycled = (p.connections * cycles.max(1)) as f64;
-        report.add_f64("server_cpu_us_per_connection", cpu.as_secs_f64() * 1e6 / cycled, 2);
+        report.add_f64(
+            "server_cpu_us_per_connection",
+            cpu.as_secs_f64() * 1e6 / cycled,
+            2,
+        );
     }
     if p.watchers > 0 {
         // Let the last pushes arrive before counting.

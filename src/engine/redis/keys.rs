@@ -73,7 +73,9 @@ pub struct PresenceEvent {
 /// anything else (a message).
 pub fn decode_presence(text: &[u8]) -> Option<PresenceEvent> {
     let rest = text.strip_prefix(b"\n\n\n")?;
-    let rest = std::str::from_utf8(rest).ok()?.strip_prefix(PRESENCE_KIND)?;
+    let rest = std::str::from_utf8(rest)
+        .ok()?
+        .strip_prefix(PRESENCE_KIND)?;
     let (version, connections) = rest.split_once(' ')?;
     Some(PresenceEvent {
         version: version.parse().ok()?,

@@ -182,7 +182,7 @@ impl Session<'_> {
                 .watches
                 .keys()
                 .into_iter()
-                .filter(|key| !shared.channels.get(key).is_some_and(|c| !c.is_empty())),
+                .filter(|key| shared.channels.get(key).is_none_or(|c| c.is_empty())),
         );
         for batch in interest.chunks(SUBSCRIBE_BATCH) {
             let channels: Vec<String> = batch.iter().map(|k| keys::channel(k)).collect();
