@@ -171,8 +171,11 @@ pub(super) fn unwatch(shared: &Arc<Shared>, key: &str, peer: &Peer) {
     if unused && forget_if_unused(shared, key) && shared.health.available() {
         let (shared, key) = (Arc::clone(shared), key.to_owned());
         tokio::spawn(async move {
-            // Best effort: otherwise the lease runs out by itself.
-            let _ = read(&shared, &key, false).await;
+            // Best effort: otherwise the lease runs out by itself. A watch of the key
+            // that began meanwhile sends its own lease after this (it first subscribes).
+            if !shared.watches.is_watched(&key) {
+                let _ = read(&shared, &key, false).await;
+            }
         });
     }
 }
