@@ -1,6 +1,8 @@
 //! Watching presence (Part 3 of docs/PROTOCOL.md): `watch` answers like a presence query
 //! and then pushes every change of the key's connection count, over WebSocket and as
-//! Server-Sent Events; `unwatch`, closing, `--max-watches`, tokens, and a storm.
+//! Server-Sent Events; `unwatch`, closing, `--max-watches`, tokens (WebSocket and SSE), a
+//! storm; and across real relay processes on a real redis-server: a change on one relay
+//! seen on another, a relay killed with -9, a Redis outage, a storm across relays.
 
 mod common;
 
@@ -203,6 +205,30 @@ async fn with_auth_a_watch_needs_a_token_for_its_key() {
         .await;
     assert_eq!(registered["ok"], true);
     assert_eq!(watcher.recv_json().await, push("w-auth", 1));
+    // Over SSE: a Bearer token or ?token= for the key, 401 otherwise.
+    let sse = [("accept", "text/event-stream")];
+    let refused = common::http_send(relay.addr, "GET", "/presence/w-auth", &sse, "").await;
+    assert_eq!(refused.status(), 401);
+    let good = token(SECRET, "w-auth");
+    let bearer = format!("Bearer {good}");
+    let with_bearer = [
+        ("accept", "text/event-stream"),
+        ("authorization", bearer.as_str()),
+    ];
+    let path = "/presence/w-auth";
+    let mut body = common::http_send(relay.addr, "GET", path, &with_bearer, "")
+        .await
+        .into_body();
+    assert_eq!(
+        SseReader::default().next(&mut body).await,
+        push("w-auth", 1)
+    );
+    let query = format!("/presence/w-auth?token={good}");
+    let accepted = common::http_send(relay.addr, "GET", &query, &sse, "").await;
+    assert_eq!(accepted.status(), 200);
+    let other = format!("/presence/w-auth?token={}", token(SECRET, "other"));
+    let wrong_key = common::http_send(relay.addr, "GET", &other, &sse, "").await;
+    assert_eq!(wrong_key.status(), 401);
     relay.stop().await;
 }
 
