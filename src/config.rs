@@ -25,6 +25,8 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Keys are UUIDs in practice (36 bytes); this leaves room for longer ids.
 pub const DEFAULT_MAX_KEY_LENGTH: usize = 256;
+/// Default for `--max-watches`.
+pub const DEFAULT_MAX_WATCHES: usize = 1024;
 /// Frames one connection may have waiting before it is closed as a slow consumer.
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
 /// Bytes one connection may have waiting before it is closed as a slow consumer.
@@ -96,6 +98,11 @@ pub struct Config {
     /// Longest recipient_uuid accepted, in bytes.
     #[arg(long, env = "NOTIFY_RELAY_MAX_KEY_LENGTH", default_value_t = DEFAULT_MAX_KEY_LENGTH)]
     pub max_key_length: usize,
+
+    /// Keys one connection may watch the presence of at once; past it a watch gets the
+    /// error `too many watches`.
+    #[arg(long, env = "NOTIFY_RELAY_MAX_WATCHES", default_value_t = DEFAULT_MAX_WATCHES)]
+    pub max_watches: usize,
 
     /// Frames waiting for one connection before it is closed as a slow consumer (1008).
     #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_FRAMES", default_value_t = DEFAULT_MAX_QUEUED_FRAMES)]
@@ -213,6 +220,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             message_timeout: DEFAULT_MESSAGE_TIMEOUT,
             max_key_length: DEFAULT_MAX_KEY_LENGTH,
+            max_watches: DEFAULT_MAX_WATCHES,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,

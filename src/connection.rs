@@ -7,6 +7,7 @@
 //! counting it as a recipient.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ pub fn serve<S: Transport>(
             Instant::now(),
         ),
         key: None,
+        watching: None,
         log_limit: None,
         ws,
         state,
@@ -131,6 +133,10 @@ struct Connection<S> {
     heartbeat: Heartbeat,
     /// The key this connection is registered under: the reverse map, one entry.
     key: Option<Box<str>>,
+    /// The keys whose presence this connection watches; made on its first watch. Boxed:
+    /// a set inline would add its 48 bytes to every connection's task, watching or not.
+    #[allow(clippy::box_collection)]
+    watching: Option<Box<HashSet<Box<str>>>>,
     /// This connection's budget of log lines it can trigger; made on its first such line.
     log_limit: Option<Box<LogLimit>>,
     /// The socket.
@@ -346,25 +352,29 @@ impl<S: Transport> Connection<S> {
             }
             Ok(Command::Presence { key }) => {
                 match self.state.access.check_registration(token.as_deref(), &key) {
-                    Err(refusal) => {
-                        self.state.metrics.auth_refused(refusal);
-                        let id = self.peer.id;
-                        self.log_limited(
-                            Level::Warn,
-                            format_args!(
-                                "conn {}: presence of {} refused ({} token)",
-                                id,
-                                escaped(&key),
-                                refusal.as_str()
-                            ),
-                        );
-                        Reply::Refused(UNAUTHORIZED.into())
-                    }
+                    Err(refusal) => self.refuse_query("presence", &key, refusal),
                     Ok(()) => match self.state.engine.presence(&key).await {
                         Ok(connections) => Reply::Presence(connections),
                         Err(_) => Reply::Unavailable,
                     },
                 }
+            }
+            Ok(Command::Watch { key }) => {
+                match self.state.access.check_registration(token.as_deref(), &key) {
+                    Err(refusal) => self.refuse_query("watch of", &key, refusal),
+                    Ok(()) => match self.watch(key, id).await {
+                        Ok(()) => return Ok(()),
+                        Err(reply) => reply,
+                    },
+                }
+            }
+            Ok(Command::Unwatch { key }) => {
+                if let Some(watching) = self.watching.as_mut() {
+                    if watching.remove(&*key) {
+                        self.state.engine.unwatch(&key, &self.peer);
+                    }
+                }
+                Reply::Done
             }
             Err(rejection) => {
                 let id = self.peer.id;
@@ -390,6 +400,60 @@ impl<S: Transport> Connection<S> {
         };
         // Replies share the outbox with deliveries: one bounded queue, one writer.
         self.peer.outbox.push_owed(encoded.into());
+        Ok(())
+    }
+
+    /// Refuses a presence query or watch for its token: counted and logged; the
+    /// connection stays open and gets the error reply.
+    fn refuse_query(&mut self, what: &str, key: &str, refusal: crate::auth::Refusal) -> Reply {
+        self.state.metrics.auth_refused(refusal);
+        let id = self.peer.id;
+        self.log_limited(
+            Level::Warn,
+            format_args!(
+                "conn {}: {} {} refused ({} token)",
+                id,
+                what,
+                escaped(key),
+                refusal.as_str()
+            ),
+        );
+        Reply::Refused(UNAUTHORIZED.into())
+    }
+
+    /// Watches `key`'s presence: the reply (the key's state now) is queued by the
+    /// engine ahead of any push. Watching a key again only answers again.
+    async fn watch(
+        &mut self,
+        key: Cow<'_, str>,
+        id: Option<protocol::ReplyId<'_>>,
+    ) -> Result<(), Reply> {
+        let watching = self.watching.get_or_insert_with(Default::default);
+        let new = !watching.contains(&*key);
+        if new && watching.len() >= self.state.config.max_watches {
+            let conn = self.peer.id;
+            self.log_limited(
+                Level::Warn,
+                format_args!(
+                    "conn {}: watch of {} refused: --max-watches reached",
+                    conn,
+                    escaped(&key)
+                ),
+            );
+            return Err(Reply::Refused(TOO_MANY_WATCHES.into()));
+        }
+        let initial = id.map(|id| -> Preamble<'_> {
+            Box::new(move |connections| Reply::Presence(connections).encode(Some(id)).into())
+        });
+        let engine = Arc::clone(&self.state.engine);
+        if engine.watch(&key, &self.peer, initial).await.is_err() {
+            return Err(Reply::Unavailable);
+        }
+        if new {
+            if let Some(watching) = self.watching.as_mut() {
+                watching.insert(key.into());
+            }
+        }
         Ok(())
     }
 
@@ -694,8 +758,19 @@ impl<S: Transport> Connection<S> {
         if let Some(key) = self.key.take() {
             self.state.engine.unsubscribe(&key, &self.peer);
         }
+        for key in self
+            .watching
+            .take()
+            .into_iter()
+            .flat_map(|keys| keys.into_iter())
+        {
+            self.state.engine.unwatch(&key, &self.peer);
+        }
     }
 }
+
+/// The error text of a watch past `--max-watches`.
+pub const TOO_MANY_WATCHES: &str = "too many watches";
 
 /// The error text of a frame dropped over `--frame-rate`.
 pub const RATE_LIMITED: &str = "rate_limited";

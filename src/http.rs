@@ -214,39 +214,52 @@ impl<S: Transport> Routes<S> {
             Api::Publish(rest) => {
                 Box::pin(async move { Ok(publish::serve(&state, remote, request, &rest).await) })
             }
+            Api::Presence(key) if events::wants_event_stream(request.headers()) => {
+                self.serve_stream(request, key, events::Streamed::Presence)
+            }
+            Api::Events(key) => self.serve_stream(request, key, events::Streamed::Messages),
             Api::Presence(key) => Box::pin(async move {
                 let (parts, _body) = request.into_parts();
                 let query = parts.uri.query();
                 Ok(presence::serve(&state, &parts.method, &parts.headers, query, &key).await)
             }),
-            Api::Events(key) => {
-                if let Err(refused) = self.check_origin(request.headers()) {
-                    return Box::pin(ready(Ok(*refused)));
-                }
-                // A subscriber holds a connection slot, like a WebSocket.
-                let per_ip = match self.admit_ip(request.headers()) {
-                    Ok(per_ip) => per_ip,
-                    Err(refused) => return Box::pin(ready(Ok(*refused))),
-                };
-                let slot = match self.admit() {
-                    Ok(slot) => slot,
-                    Err(refused) => return Box::pin(ready(Ok(*refused))),
-                };
-                let subscriber = events::Subscriber {
-                    remote,
-                    _slot: slot,
-                    _per_ip: per_ip,
-                    shutdown: self.shutdown.clone(),
-                    abort: self.abort.clone(),
-                };
-                Box::pin(async move {
-                    let (parts, _body) = request.into_parts();
-                    let query = parts.uri.query();
-                    let headers = &parts.headers;
-                    Ok(events::serve(state, &parts.method, headers, query, &key, subscriber).await)
-                })
-            }
         }
+    }
+
+    /// Serves an event stream (`/events/<KEY>`, or `/presence/<KEY>` asked for as
+    /// `text/event-stream`): it holds a connection slot, like a WebSocket.
+    fn serve_stream(
+        &self,
+        request: Request<Incoming>,
+        key: String,
+        streamed: events::Streamed,
+    ) -> Responding {
+        if let Err(refused) = self.check_origin(request.headers()) {
+            return Box::pin(ready(Ok(*refused)));
+        }
+        let per_ip = match self.admit_ip(request.headers()) {
+            Ok(per_ip) => per_ip,
+            Err(refused) => return Box::pin(ready(Ok(*refused))),
+        };
+        let slot = match self.admit() {
+            Ok(slot) => slot,
+            Err(refused) => return Box::pin(ready(Ok(*refused))),
+        };
+        let subscriber = events::Subscriber {
+            remote: self.remote,
+            _slot: slot,
+            _per_ip: per_ip,
+            shutdown: self.shutdown.clone(),
+            abort: self.abort.clone(),
+        };
+        let state = Arc::clone(&self.state);
+        Box::pin(async move {
+            let (parts, _body) = request.into_parts();
+            let query = parts.uri.query();
+            let headers = &parts.headers;
+            let method = &parts.method;
+            Ok(events::serve(state, method, headers, query, &key, subscriber, streamed).await)
+        })
     }
 
     /// A place in the client IP's `--max-connections-per-ip`, or the 429 that says there

@@ -272,6 +272,12 @@ pub struct Metrics {
     pub cluster_ready: Gauge,
     /// Times the cluster engine lost its Redis subscription and made it anew.
     pub cluster_reconnects: Counter,
+    /// Presence watches held now (WebSocket `watch` and SSE `/presence/<KEY>` streams).
+    pub presence_watches: Gauge,
+    /// Presence pushes queued to a watcher (one per watcher and frame).
+    pub presence_events: Counter,
+    /// Presence changes folded into a push still queued to a watcher (coalescing).
+    pub presence_events_coalesced: Counter,
     /// Per-reason handles of `messages_evicted`, indexed like [`Eviction::ALL`].
     evicted: Vec<Counter>,
     /// Per-reason handles of `messages_dropped`, indexed by [`DropReason::index`].
@@ -504,6 +510,24 @@ impl Metrics {
              (WebSocket deliveries: messages_dropped reason unauthorized)",
             publish_unauthorized.clone(),
         );
+        let presence_watches = Gauge::default();
+        registry.register(
+            "presence_watches",
+            "Presence watches held now (WebSocket watch and SSE /presence/KEY streams)",
+            presence_watches.clone(),
+        );
+        let presence_events = Counter::default();
+        registry.register(
+            "presence_events",
+            "Presence pushes queued to a watcher (one per watcher and frame)",
+            presence_events.clone(),
+        );
+        let presence_events_coalesced = Counter::default();
+        registry.register(
+            "presence_events_coalesced",
+            "Presence changes folded into a push still queued to a watcher",
+            presence_events_coalesced.clone(),
+        );
         let limited_family = Family::<Labels, Counter>::default();
         registry.register(
             "rate_limited",
@@ -573,6 +597,9 @@ impl Metrics {
             retained_bytes,
             cluster_ready,
             cluster_reconnects,
+            presence_watches,
+            presence_events,
+            presence_events_coalesced,
             evicted,
             dropped,
             closed,

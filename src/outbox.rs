@@ -5,9 +5,14 @@
 //! not allocate), which matters at tens of thousands of idle connections. When a
 //! recipient stops reading, the queue fills; the push that finds it full marks the
 //! outbox overflowed and wakes the connection task, which closes the connection (1008).
+//!
+//! Presence pushes (watches) are coalesced here: while a push for a key is still queued,
+//! a newer state of that key with the same online/offline value replaces it in place, so
+//! a watcher holds at most one queued frame per key and flip, however fast the key
+//! changes, and still sees every online/offline flip and the latest count.
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -28,6 +33,24 @@ pub enum PushError {
     Overflowed,
     /// The connection is closing and takes no more frames.
     Closed,
+}
+
+/// What became of a presence push that was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued as a frame of its own.
+    Queued,
+    /// It replaced a queued push of the same key with the same online value.
+    Coalesced,
+}
+
+/// A presence push still in the queue: where it is and which online value it says.
+#[derive(Debug, Clone, Copy)]
+struct QueuedPresence {
+    /// Its index in `Queue::frames`.
+    index: usize,
+    /// Whether it says online.
+    online: bool,
 }
 
 /// The outcome of [`Outbox::take`].
@@ -52,6 +75,11 @@ struct Queue {
     overflowed: bool,
     /// Set when the connection is closing so late producers stop counting it.
     closed: bool,
+    /// The last queued presence push of each watched key, while it is queued; made on a
+    /// connection's first presence push (only watchers have one). Boxed: a map inline
+    /// would add its 48 bytes to every connection's outbox.
+    #[allow(clippy::box_collection)]
+    presence: Option<Box<HashMap<Arc<str>, QueuedPresence>>>,
 }
 
 /// A connection's outgoing queue. See the module docs.
@@ -81,6 +109,14 @@ impl Outbox {
     /// Queues `frame` for writing, or says why it was refused.
     pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
         let mut queue = self.lock();
+        let pushed = self.push_live(&mut queue, frame);
+        drop(queue);
+        self.wake(pushed)
+    }
+
+    /// Appends a live frame under the lock; says whether it is the queue's first (the
+    /// writer must be woken) or why it was refused.
+    fn push_live(&self, queue: &mut Queue, frame: Utf8Bytes) -> Result<bool, PushError> {
         if queue.closed {
             return Err(PushError::Closed);
         }
@@ -91,21 +127,31 @@ impl Outbox {
         let live_frames = queue.frames.len() - queue.owed;
         if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
             queue.overflowed = true;
-            drop(queue);
-            self.ready.notify_one();
-            self.overflow.notify_one();
             return Err(PushError::Overflowed);
         }
         queue.frames.push_back(frame);
         queue.bytes = bytes;
-        let first = queue.frames.len() == 1;
-        drop(queue);
-        // Only the push into an empty queue needs to wake the writer: it drains
-        // everything queued at once, so later pushes ride along in the same batch.
-        if first {
-            self.ready.notify_one();
+        Ok(queue.frames.len() == 1)
+    }
+
+    /// Wakes whoever must hear of a push, after the lock was released.
+    fn wake(&self, pushed: Result<bool, PushError>) -> Result<(), PushError> {
+        match pushed {
+            // Only the push into an empty queue needs to wake the writer: it drains
+            // everything queued at once, so later pushes ride along in the same batch.
+            Ok(first) => {
+                if first {
+                    self.ready.notify_one();
+                }
+                Ok(())
+            }
+            Err(PushError::Overflowed) => {
+                self.ready.notify_one();
+                self.overflow.notify_one();
+                Err(PushError::Overflowed)
+            }
+            Err(PushError::Closed) => Err(PushError::Closed),
         }
-        Ok(())
     }
 
     /// Queues a frame the connection is owed whatever its queue holds: a reply, or a
@@ -124,6 +170,39 @@ impl Outbox {
         if first {
             self.ready.notify_one();
         }
+    }
+
+    /// Queues a presence push of `key` (its frame, and whether it says online), or
+    /// coalesces it with the key's push still queued when that says the same online
+    /// value. A new frame counts against the limits like live traffic.
+    pub fn push_presence(
+        &self,
+        key: &Arc<str>,
+        frame: Utf8Bytes,
+        online: bool,
+    ) -> Result<Pushed, PushError> {
+        let mut queue = self.lock();
+        if !queue.closed && !queue.overflowed {
+            let queued = queue.presence.as_ref().and_then(|m| m.get(key).copied());
+            if let Some(queued) = queued.filter(|q| q.online == online) {
+                if let Some(slot) = queue.frames.get_mut(queued.index) {
+                    let old = std::mem::replace(slot, frame);
+                    let new_len = slot.len();
+                    queue.bytes = queue.bytes - old.len() + new_len;
+                    return Ok(Pushed::Coalesced);
+                }
+            }
+        }
+        let index = queue.frames.len();
+        let pushed = self.push_live(&mut queue, frame);
+        if pushed.is_ok() {
+            queue
+                .presence
+                .get_or_insert_with(Default::default)
+                .insert(Arc::clone(key), QueuedPresence { index, online });
+        }
+        drop(queue);
+        self.wake(pushed).map(|()| Pushed::Queued)
     }
 
     /// Waits until frames were queued or the queue overflowed. Cancel-safe.
@@ -145,6 +224,9 @@ impl Outbox {
         }
         queue.bytes = 0;
         queue.owed = 0;
+        if let Some(presence) = queue.presence.as_mut() {
+            presence.clear();
+        }
         Drained::Frames(std::mem::take(&mut queue.frames))
     }
 
@@ -174,6 +256,7 @@ impl Outbox {
         queue.bytes = 0;
         queue.owed = 0;
         queue.frames = VecDeque::new();
+        queue.presence = None;
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -253,6 +336,45 @@ mod tests {
         o.close();
         assert_eq!(o.push("b".into()), Err(PushError::Closed));
         assert!(frames(o.take()).is_empty());
+    }
+
+    #[test]
+    fn presence_pushes_coalesce_per_key_but_keep_every_flip() {
+        let o = outbox(5, 1000);
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        assert_eq!(o.push_presence(&a, "a1".into(), true), Ok(Pushed::Queued));
+        o.push("msg".into()).expect("push");
+        for n in 2..1000 {
+            let frame = format!("a{n}");
+            assert_eq!(
+                o.push_presence(&a, frame.into(), true),
+                Ok(Pushed::Coalesced)
+            );
+        }
+        assert_eq!(o.push_presence(&b, "b1".into(), true), Ok(Pushed::Queued));
+        // A flip is a frame of its own, and so is the flip back.
+        assert_eq!(o.push_presence(&a, "a0".into(), false), Ok(Pushed::Queued));
+        assert_eq!(o.push_presence(&a, "a1'".into(), true), Ok(Pushed::Queued));
+        assert_eq!(
+            o.push_presence(&a, "a2'".into(), true),
+            Ok(Pushed::Coalesced)
+        );
+        assert_eq!(
+            o.push_presence(&c, "c1".into(), true),
+            Err(PushError::Overflowed),
+            "past the limits a watcher is a slow consumer like any other"
+        );
+        let o = outbox(4, 1000);
+        o.push_presence(&a, "a1".into(), true).expect("push");
+        o.push_presence(&a, "a0".into(), false).expect("push");
+        o.push_presence(&a, "a0'".into(), false).expect("push");
+        assert_eq!(frames(o.take()), ["a1", "a0'"]);
+        // After a drain nothing is coalesced with what was written.
+        assert_eq!(
+            o.push_presence(&a, "a0''".into(), false),
+            Ok(Pushed::Queued)
+        );
+        assert_eq!(frames(o.take()), ["a0''"]);
     }
 
     #[tokio::test]

@@ -43,6 +43,16 @@ pub enum Command<'a> {
         /// The key asked about.
         key: Cow<'a, str>,
     },
+    /// Answer like [`Command::Presence`], then push every change of `key`'s presence.
+    Watch {
+        /// The key watched.
+        key: Cow<'a, str>,
+    },
+    /// Stop pushing `key`'s presence changes.
+    Unwatch {
+        /// The key no longer watched.
+        key: Cow<'a, str>,
+    },
 }
 
 /// A JSON object frame: an optional reply id and what it asked for.
@@ -197,6 +207,8 @@ struct Envelope<'a> {
     ephemeral: Option<&'a RawValue>,
     collapse: Option<&'a RawValue>,
     presence: Option<&'a RawValue>,
+    watch: Option<&'a RawValue>,
+    unwatch: Option<&'a RawValue>,
     token: Option<&'a RawValue>,
 }
 
@@ -211,6 +223,8 @@ enum Member {
     Ephemeral,
     Collapse,
     Presence,
+    Watch,
+    Unwatch,
     Token,
     #[serde(other)]
     Other,
@@ -242,6 +256,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Member::Ephemeral => &mut envelope.ephemeral,
                 Member::Collapse => &mut envelope.collapse,
                 Member::Presence => &mut envelope.presence,
+                Member::Watch => &mut envelope.watch,
+                Member::Unwatch => &mut envelope.unwatch,
                 Member::Token => &mut envelope.token,
                 Member::Other => {
                     members.next_value::<IgnoredAny>()?;
@@ -291,6 +307,14 @@ fn command<'a>(envelope: &Envelope<'a>, max_key_len: usize) -> Result<Command<'a
         if let Some(raw_key) = envelope.presence {
             let key = valid_key(raw_key, max_key_len)?;
             return Ok(Command::Presence { key });
+        }
+        if let Some(raw_key) = envelope.watch {
+            let key = valid_key(raw_key, max_key_len)?;
+            return Ok(Command::Watch { key });
+        }
+        if let Some(raw_key) = envelope.unwatch {
+            let key = valid_key(raw_key, max_key_len)?;
+            return Ok(Command::Unwatch { key });
         }
     }
     let raw_key = envelope.recipient_uuid.ok_or(Rejection::MissingRecipient)?;
@@ -458,6 +482,8 @@ pub enum Reply {
     },
     /// How many connections are registered under the key asked about.
     Presence(usize),
+    /// Done, nothing to report (an unwatch).
+    Done,
     /// The frame was rejected.
     Error(Rejection),
     /// The engine could not complete the request.
@@ -480,6 +506,7 @@ impl Reply {
         };
         match self {
             Reply::Registered { replayed } => frame.replayed = *replayed,
+            Reply::Done => {}
             Reply::Delivered { outcome, streams } => {
                 frame.delivered = Some(outcome.delivered);
                 if *streams {
@@ -546,6 +573,31 @@ pub fn encode_envelope(payload: &Payload, position: Option<&Position>) -> String
         Some(position) => format!(r#"{{"cursor":"{position}","message":{message}}}"#),
         None => format!(r#"{{"ephemeral":true,"message":{message}}}"#),
     }
+}
+
+/// A push of a watched key's presence: `{"presence": K, "online": bool, "connections": N}`.
+pub fn encode_presence(key: &str, connections: usize) -> String {
+    #[derive(Serialize)]
+    struct Push<'a> {
+        presence: &'a str,
+        online: bool,
+        connections: usize,
+    }
+    let push = Push {
+        presence: key,
+        online: connections > 0,
+        connections,
+    };
+    // Serialising a string, a bool and a number cannot fail.
+    serde_json::to_string(&push).unwrap_or_default()
+}
+
+/// A presence push as a Server-Sent Event: `event: presence` and the push as its data.
+pub fn encode_presence_event(key: &str, connections: usize) -> String {
+    format!(
+        "event: presence\ndata: {}\n\n",
+        encode_presence(key, connections)
+    )
 }
 
 /// The signal that history before `position` is lost: `{"gap": true, "cursor": ...}`.
@@ -902,6 +954,29 @@ mod tests {
 
         let r = request(r#"{"id":1,"presence":"k"}"#);
         assert_eq!(r.command, Ok(Command::Presence { key: "k".into() }));
+        let w = request(r#"{"id":2,"watch":"k\u00e9","token":"t"}"#);
+        assert_eq!(
+            w.command,
+            Ok(Command::Watch {
+                key: "k\u{e9}".into()
+            })
+        );
+        assert_eq!(w.token.as_deref(), Some("t"));
+        let u = request(r#"{"id":3,"unwatch":"k"}"#);
+        assert_eq!(u.command, Ok(Command::Unwatch { key: "k".into() }));
+        assert_eq!(Reply::Done.encode(u.id), r#"{"id":3,"ok":true}"#);
+        assert_eq!(
+            request(r#"{"id":4,"watch":""}"#).command,
+            Err(Rejection::EmptyKey)
+        );
+        assert_eq!(
+            encode_presence("a\"b", 2),
+            r#"{"presence":"a\"b","online":true,"connections":2}"#
+        );
+        assert_eq!(
+            encode_presence_event("k", 0),
+            "event: presence\ndata: {\"presence\":\"k\",\"online\":false,\"connections\":0}\n\n"
+        );
         assert_eq!(
             Reply::Presence(2).encode(r.id),
             r#"{"id":1,"ok":true,"online":true,"connections":2}"#

@@ -1,7 +1,8 @@
 //! The example pages in a real headless Chromium (Debian's), driven by the scripts in
 //! tests/browser through playwright-core, against the real relay and notify-relay-client
-//! binaries: examples/example.html (on the JS client, clients/js) and examples/events.html
-//! (EventSource); and the JS client under Node with the `ws` package.
+//! binaries: examples/example.html (on the JS client, clients/js; its presence dot is an
+//! EventSource on /presence/<KEY>) and examples/events.html (EventSource); and the JS
+//! client under Node with the `ws` package.
 //! scripts/test.sh installs chromium, playwright-core and ws.
 
 mod common;
@@ -63,4 +64,9 @@ fn js_client_and_example_page_with_tokens_against_a_relay_with_access_control() 
 #[test]
 fn a_page_from_an_unlisted_origin_cannot_connect_in_chromium() {
     run_browser_script("origins.test.mjs", "tests/browser/origins.test.mjs");
+}
+
+#[test]
+fn presence_streams_to_eventsource_and_the_example_page_shows_a_second_key_online() {
+    run_browser_script("presence.test.mjs", "examples/example.html");
 }

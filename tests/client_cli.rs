@@ -1,6 +1,7 @@
 //! The notify-relay-client CLI against the real relay binary: exit codes, JSON, stdin
 //! streaming, listening with --count and --timeout, reconnection after a restart, bad
-//! URLs, and a clean close handshake on every way out (the relay counts no reset).
+//! URLs, watching presence, and a clean close handshake on every way out (the relay
+//! counts no reset).
 
 mod common;
 
@@ -20,9 +21,14 @@ fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
 
 /// Starts `listen UUID` with extra args; returns it once it has registered.
 fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
+    started(relay, &["listen", uuid], extra, "listening as")
+}
+
+/// Starts the CLI with `args` and `extra`; returns it once stderr said `ready`.
+fn started(relay: &RelayProcess, args: &[&str], extra: &[&str], ready: &str) -> KillOnDrop {
     let mut child = KillOnDrop::new(
         Command::new(workspace_binary("notify-relay-client"))
-            .args(["listen", uuid])
+            .args(args)
             .args(extra)
             .env("NOTIFY_RELAY_URL", relay.url())
             .stdout(Stdio::piped())
@@ -32,12 +38,12 @@ fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
     );
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    // "listening as ..." is printed after the relay confirmed the registration.
-    let ready = lines
+    // "listening as ..." (or "watching ...") is printed once the relay confirmed.
+    let confirmed = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|l| l.contains("listening as"));
-    assert!(ready, "listener never registered");
+        .any(|l| l.contains(ready));
+    assert!(confirmed, "never got to {ready:?}");
     std::thread::spawn(move || lines.for_each(drop));
     child
 }
@@ -52,6 +58,37 @@ fn stdout_lines(child: KillOnDrop) -> (Option<i32>, Vec<String>) {
         output.status.code(),
         text.lines().map(str::to_owned).collect(),
     )
+}
+
+#[test]
+fn watch_prints_the_state_then_one_line_per_change() {
+    let relay = RelayProcess::spawn(&[]);
+    let watcher = started(
+        &relay,
+        &["watch", "w-one", "w-two"],
+        &["--count", "4", "--timeout", "20s"],
+        "watching 2 key(s)",
+    );
+    let member = listener(&relay, "w-one", &["--count", "1"]);
+    assert!(cli(&relay, &["send", "w-one", "bye"]).status.success());
+    assert_eq!(stdout_lines(member).0, Some(0));
+    let (code, lines) = stdout_lines(watcher);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(
+        lines,
+        [
+            "w-one offline 0",
+            "w-two offline 0",
+            "w-one online 1",
+            "w-one offline 0"
+        ]
+    );
+    let out = cli(&relay, &["watch", "--json", "--count", "1", "w-json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"presence":"w-json","online":false,"connections":0}"#
+    );
 }
 
 #[test]

@@ -130,6 +130,29 @@ fn churn_reports_a_peak_per_cycle() {
 }
 
 #[test]
+fn churn_with_watchers_counts_their_frames() {
+    let url = relay();
+    let r = bench(
+        &url,
+        &[
+            "churn",
+            "-c",
+            "100",
+            "--cycles",
+            "2",
+            "--keys",
+            "10",
+            "--watchers",
+            "2",
+        ],
+    );
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["presence_changes"], 400);
+    let frames = r["watcher_frames"].as_u64().expect("watcher_frames");
+    assert!(frames > 0 && frames <= 2 * 400, "{frames}");
+}
+
+#[test]
 fn refuses_targets_off_this_machine() {
     let out = Command::new(env!("CARGO_BIN_EXE_notify-relay-bench"))
         .args(["--url", "ws://192.0.2.1:8765/", "idle", "-c", "1"])

@@ -157,6 +157,18 @@ pub enum Event {
     },
 }
 
+/// A key's presence, as a watch answers and pushes it (see [`Client::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Presence {
+    /// The key.
+    #[serde(rename = "presence")]
+    pub key: String,
+    /// Whether any connection is registered under it.
+    pub online: bool,
+    /// How many connections are registered under it (on every relay).
+    pub connections: u64,
+}
+
 /// The envelope frame of a resumable registration.
 #[derive(Deserialize)]
 struct Envelope {
@@ -491,6 +503,52 @@ impl Client {
             Ok(())
         };
         tokio::time::timeout(CLOSE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// Watches `key`'s presence: returns its state now; [`Client::next_presence`] then
+    /// reads every change. Sends the token set by [`Client::set_token`] (which must be
+    /// for `key` on a relay with `--auth-secret`).
+    pub async fn watch(&mut self, key: &str) -> Result<Presence, Error> {
+        let token = self.token.clone();
+        self.watch_with(key, token.as_deref()).await
+    }
+
+    /// Like [`Client::watch`], with `token` for this key.
+    pub async fn watch_with(&mut self, key: &str, token: Option<&str>) -> Result<Presence, Error> {
+        let mut frame = json!({ "watch": key });
+        if let Some(token) = token {
+            frame["token"] = json!(token);
+        }
+        let reply = self.request_frame(frame).await?;
+        Ok(Presence {
+            key: key.to_owned(),
+            online: reply["online"] == true,
+            connections: reply["connections"]
+                .as_u64()
+                .ok_or_else(|| Error::Protocol(format!("no connections count in {reply}")))?,
+        })
+    }
+
+    /// The next presence push of a watched key.
+    pub async fn next_presence(&mut self) -> Result<Presence, Error> {
+        let text = self.next_message().await?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Protocol(format!("{e}: expected a presence push, got {text}")))
+    }
+
+    /// Sends `frame` (a JSON object) with a fresh id; returns the `{"ok": true}` reply.
+    async fn request_frame(&mut self, mut frame: Value) -> Result<Value, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .map_err(|e| Error::Closed(e.to_string()))?;
+        let timeout = self.reply_timeout;
+        tokio::time::timeout(timeout, self.reply_to(id))
             .await
             .map_err(|_| Error::Timeout)?
     }

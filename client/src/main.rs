@@ -8,13 +8,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use notify_relay_client::{
     check_url, registration_token, Backoff, Client, ClientOptions, Connector, Error, Event,
-    Payload, SendOptions, DEFAULT_URL,
+    Payload, Presence, SendOptions, DEFAULT_URL,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 
-/// Delivered (send), or --count messages received (listen).
+/// Delivered (send), or --count messages (listen) or lines (watch) printed.
 const EXIT_OK: u8 = 0;
 /// The relay rejected the frame, or another failure.
 const EXIT_FAILED: u8 = 1;
@@ -35,6 +35,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 const EXIT_CODES: &str = "\
 Exit codes:
     0  delivered to at least one connection (send), or --count messages received (listen)
+       or --count lines printed (watch)
     1  the relay rejected the message, or another failure
     2  bad command line (including a --url that is not ws:// or wss://HOST:PORT/, and a
        --ca-cert file that cannot be read or holds no certificate)
@@ -113,6 +114,30 @@ enum Command {
         /// refused token exits 1 without retrying.
         #[arg(long, env = "NOTIFY_RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+    },
+    /// Watch the presence of each KEY: print its state now, then one line per change,
+    /// `KEY online N` or `KEY offline 0`.
+    ///
+    /// Reconnects with exponential backoff (with jitter) when the connection drops and
+    /// watches again, printing a key's state only when it differs from the last line.
+    Watch {
+        /// The keys to watch.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Print each state as the relay's JSON object instead:
+        /// {"presence":KEY,"online":true,"connections":N}.
+        #[arg(long)]
+        json: bool,
+        /// Exit (0) after this many lines.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit (5) if this much time passes before --count lines were printed.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// A token (a JWT for the key) for a relay started with --auth-secret: one for
+        /// every KEY in order, or one for all; a refused token exits 1.
+        #[arg(long, env = "NOTIFY_RELAY_TOKEN", hide_env_values = true)]
+        token: Vec<String>,
     },
     /// Print a registration token for UUID (an HS256 JWT with sub and exp), signed with
     /// the relay's --auth-secret taken from NOTIFY_RELAY_AUTH_SECRET (never from the
@@ -200,6 +225,24 @@ fn main() -> ExitCode {
                     token,
                 };
                 listen(&session, since, &mut interrupt).await
+            }
+            Command::Watch {
+                keys,
+                json,
+                count,
+                timeout,
+                token,
+            } => {
+                let session = Watching {
+                    url: &cli.url,
+                    connector: &connector,
+                    keys: &keys,
+                    json,
+                    count,
+                    deadline: timeout.map(|t| Instant::now() + t),
+                    tokens: &token,
+                };
+                watch(&session, &mut interrupt).await
             }
             Command::Token { uuid, ttl } => print_token(&uuid, ttl),
         }
@@ -444,6 +487,123 @@ async fn listen_once(
                     progress.since = cursor;
                 }
             }
+        }
+        Ok(Stop::Done)
+    };
+    let stopped = tokio::select! {
+        stopped = reading => stopped,
+        () = until(deadline) => Ok(Stop::TimedOut),
+        signal = interrupt.recv() => Ok(Stop::Interrupted(signal)),
+    };
+    let _ = client.close().await;
+    stopped
+}
+
+/// What a `watch` run was asked for.
+struct Watching<'a> {
+    url: &'a str,
+    connector: &'a Connector,
+    keys: &'a [String],
+    /// Print the relay's JSON objects.
+    json: bool,
+    /// Exit after this many lines.
+    count: Option<u64>,
+    /// Exit (timed out) at this instant.
+    deadline: Option<Instant>,
+    /// One token per key in order, or one for all.
+    tokens: &'a [String],
+}
+
+impl Watching<'_> {
+    fn token(&self, index: usize) -> Option<&str> {
+        match self.tokens {
+            [] => None,
+            [one] => Some(one),
+            many => many.get(index).map(String::as_str),
+        }
+    }
+}
+
+/// What a `watch` run printed: how many lines, and each key's last state.
+#[derive(Default)]
+struct Printed {
+    lines: u64,
+    last: std::collections::HashMap<String, Presence>,
+}
+
+impl Printed {
+    /// Prints `state` unless it is the key's last line; whether --count is reached.
+    fn show(&mut self, session: &Watching<'_>, state: Presence) -> bool {
+        if self.last.get(&state.key) != Some(&state) {
+            if session.json {
+                match serde_json::to_string(&state) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("notify-relay-client: {e}"),
+                }
+            } else {
+                let word = if state.online { "online" } else { "offline" };
+                println!("{} {word} {}", state.key, state.connections);
+            }
+            self.lines += 1;
+            self.last.insert(state.key.clone(), state);
+        }
+        session.count.is_some_and(|n| self.lines >= n)
+    }
+}
+
+async fn watch(session: &Watching<'_>, interrupt: &mut Interrupt) -> u8 {
+    let mut printed = Printed::default();
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match watch_once(session, &mut printed, &mut backoff, interrupt).await {
+            Ok(Stop::Done) => return EXIT_OK,
+            Ok(Stop::TimedOut) => {
+                eprintln!("timed out after {} line(s)", printed.lines);
+                return EXIT_TIMEOUT;
+            }
+            Ok(Stop::Interrupted(signal)) => return interrupted(signal),
+            Err(
+                e @ (Error::Url(_) | Error::Tls(_) | Error::Certificate(_) | Error::Rejected(_)),
+            ) => return report(&e),
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay();
+        eprintln!("{error}; reconnecting in {}", human(delay));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = until(session.deadline) => {
+                eprintln!("timed out after {} line(s)", printed.lines);
+                return EXIT_TIMEOUT;
+            }
+            signal = interrupt.recv() => return interrupted(signal),
+        }
+    }
+}
+
+/// One connection's worth of watching; closes with a handshake whatever ends it.
+async fn watch_once(
+    session: &Watching<'_>,
+    printed: &mut Printed,
+    backoff: &mut Backoff,
+    interrupt: &mut Interrupt,
+) -> Result<Stop, Error> {
+    let deadline = session.deadline;
+    let mut client = tokio::select! {
+        connected = session.connector.connect() => connected?,
+        () = until(deadline) => return Ok(Stop::TimedOut),
+        signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
+    };
+    let reading = async {
+        let mut done = false;
+        for (index, key) in session.keys.iter().enumerate() {
+            let state = client.watch_with(key, session.token(index)).await?;
+            done |= printed.show(session, state);
+        }
+        backoff.reset();
+        eprintln!("watching {} key(s) on {}", session.keys.len(), session.url);
+        while !done {
+            let state = client.next_presence().await?;
+            done = printed.show(session, state);
         }
         Ok(Stop::Done)
     };

@@ -43,6 +43,13 @@ export interface PublishReply {
   cursor?: string;
 }
 
+/** A key's presence, as a watch pushes it. */
+export interface PresenceState {
+  presence: string;
+  online: boolean;
+  connections: number;
+}
+
 /** An Error thrown by NotifyRelay.publish when the relay refuses the message. */
 export interface PublishError extends Error {
   status: number;
@@ -78,4 +85,14 @@ export class NotifyRelay {
     message: unknown,
     options?: { token?: string },
   ): Promise<PublishReply>;
+  /**
+   * GET /presence/<key> as Server-Sent Events: `onchange` gets the state now, then every
+   * change (the browser's EventSource reconnects by itself). The token goes as ?token=.
+   */
+  static watchPresence(
+    httpBase: string,
+    key: string,
+    onchange: (state: PresenceState) => void,
+    options?: { token?: string; EventSource?: unknown },
+  ): { close(): void };
 }

@@ -7,6 +7,8 @@
 //   relay.onstatus = (state, detail) => { /* "connecting" | "open" | "closed" */ };
 //   relay.close();
 //   const reply = await NotifyRelay.publish("http://host:8765", key, message, { token });
+//   const watch = NotifyRelay.watchPresence("http://host:8765", key, ({ online, connections }) => {});
+//   watch.close();
 //
 // It registers resumably ("since", docs/PROTOCOL.md "Resumable registration"), keeps the
 // cursor of everything it hands over (in `storage` when given, so a reload resumes),
@@ -131,6 +133,32 @@ export class NotifyRelay {
       throw error;
     }
     return reply;
+  }
+
+  /**
+   * Watches `key`'s presence (GET /presence/<key> as Server-Sent Events): `onchange` gets
+   * the state now, then every change, as {presence, online, connections}. The browser's
+   * EventSource reconnects by itself after a drop, and the first event after that is the
+   * state then. Returns {close()}.
+   * @param {string} httpBase e.g. "http://127.0.0.1:8765"
+   * @param {string} key
+   * @param {(state: {presence: string, online: boolean, connections: number}) => void} onchange
+   * @param {{token?: string, EventSource?: any}} [options] token: sent as ?token= (an
+   *   EventSource cannot send headers); EventSource: the implementation to use.
+   */
+  static watchPresence(httpBase, key, onchange, options = {}) {
+    const Impl = options.EventSource || globalThis.EventSource;
+    if (typeof Impl !== "function") {
+      throw new TypeError("no EventSource implementation: pass { EventSource }");
+    }
+    let url = `${httpBase.replace(/\/+$/, "")}/presence/${encodeURIComponent(key)}`;
+    if (options.token) url += `?token=${encodeURIComponent(options.token)}`;
+    const source = new Impl(url);
+    source.addEventListener("presence", (event) => {
+      const state = parseJson(event.data);
+      if (state && typeof state === "object") onchange(state);
+    });
+    return { close: () => source.close() };
   }
 
   _readStored() {

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 
 use crate::config::StreamConfig;
 use crate::engine::stream::{Removed, Stream, STREAM_OVERHEAD};
+use crate::engine::watchers::Watchers;
 use crate::engine::{
     now, Engine, EngineFuture, EngineStats, Eviction, Outgoing, Position, Preamble, Published,
     Since, Start, Unavailable,
@@ -36,11 +37,23 @@ struct Channel {
     peers: Peers,
     /// Retained messages; `None` until something is retained for the key.
     stream: Option<Box<Stream>>,
+    /// Who watches the key's presence; `None` while nobody does (the only cost a
+    /// connect or disconnect of an unwatched key pays for watches is this check).
+    watchers: Option<Box<Watchers>>,
 }
 
 impl Channel {
     fn is_unused(&self) -> bool {
-        self.peers.is_empty() && self.stream.as_ref().is_none_or(|s| s.is_empty())
+        self.peers.is_empty()
+            && self.stream.as_ref().is_none_or(|s| s.is_empty())
+            && self.watchers.is_none()
+    }
+
+    /// Tells the watchers, if any, the key's count after a change.
+    fn presence_changed(&self, metrics: &Metrics) {
+        if let Some(watchers) = &self.watchers {
+            watchers.changed(self.peers.len(), metrics);
+        }
     }
 }
 
@@ -227,6 +240,7 @@ impl MemoryEngine {
             self.live_keys.fetch_add(1, Ordering::Relaxed);
         }
         channel.peers.add(peer);
+        channel.presence_changed(&self.metrics);
         drop(channel);
         self.metrics.messages_replayed.inc_by(replayed as u64);
     }
@@ -234,10 +248,51 @@ impl MemoryEngine {
     fn unsubscribe_now(&self, key: &str, peer: &Peer) {
         let now_unused = match self.channels.get_mut(key) {
             Some(mut channel) => {
-                let had_peers = !channel.peers.is_empty();
+                let had = channel.peers.len();
                 channel.peers.remove(peer);
-                if had_peers && channel.peers.is_empty() {
+                if had > 0 && channel.peers.is_empty() {
                     self.live_keys.fetch_sub(1, Ordering::Relaxed);
+                }
+                if channel.peers.len() != had {
+                    channel.presence_changed(&self.metrics);
+                }
+                channel.is_unused()
+            }
+            None => false,
+        };
+        if now_unused {
+            self.drop_if_unused(key);
+        }
+    }
+
+    fn watch_now(&self, key: &str, peer: &Arc<Peer>, initial: Option<Preamble<'_>>) {
+        let mut channel = match self.channels.get_mut(key) {
+            Some(channel) => channel,
+            None => self.channels.entry(key.into()).or_default(),
+        };
+        // Queued under the key's lock: no change can be pushed ahead of it.
+        if let Some(initial) = initial {
+            peer.outbox.push_owed(initial(channel.peers.len()));
+        }
+        let watchers = channel
+            .watchers
+            .get_or_insert_with(|| Box::new(Watchers::new(key)));
+        if watchers.add(peer) {
+            self.metrics.presence_watches.inc();
+        }
+    }
+
+    fn unwatch_now(&self, key: &str, peer: &Peer) {
+        let now_unused = match self.channels.get_mut(key) {
+            Some(mut channel) => {
+                let Some(watchers) = channel.watchers.as_mut() else {
+                    return;
+                };
+                if watchers.remove(peer) {
+                    self.metrics.presence_watches.dec();
+                }
+                if watchers.is_empty() {
+                    channel.watchers = None;
                 }
                 channel.is_unused()
             }
@@ -345,6 +400,20 @@ impl Engine for MemoryEngine {
 
     fn unsubscribe(&self, key: &str, peer: &Peer) {
         self.unsubscribe_now(key, peer);
+    }
+
+    fn watch<'a>(
+        &'a self,
+        key: &'a str,
+        peer: &'a Arc<Peer>,
+        initial: Option<Preamble<'a>>,
+    ) -> EngineFuture<'a, Result<(), Unavailable>> {
+        self.watch_now(key, peer, initial);
+        now(Ok(()))
+    }
+
+    fn unwatch(&self, key: &str, peer: &Peer) {
+        self.unwatch_now(key, peer);
     }
 
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>> {

@@ -10,6 +10,7 @@
 pub mod memory;
 pub mod redis;
 pub mod stream;
+pub mod watchers;
 
 use std::fmt;
 use std::future::Ready;
@@ -61,6 +62,20 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// Removes `peer`'s own subscription under `key`; other subscribers stay.
     fn unsubscribe(&self, key: &str, peer: &Peer);
+
+    /// Makes `peer` a watcher of `key`'s presence: `initial` (told the key's count now)
+    /// is queued first, then a push for every change of the count, on this relay and,
+    /// for a cluster engine, on every relay. Watching again is answered again, once
+    /// watched. A watcher is not a subscriber: it does not count in presence.
+    fn watch<'a>(
+        &'a self,
+        key: &'a str,
+        peer: &'a Arc<Peer>,
+        initial: Option<Preamble<'a>>,
+    ) -> EngineFuture<'a, Result<(), Unavailable>>;
+
+    /// Stops `peer` watching `key`; nothing if it did not.
+    fn unwatch(&self, key: &str, peer: &Peer);
 
     /// How many connections are subscribed to `key`.
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>>;

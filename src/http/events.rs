@@ -1,4 +1,6 @@
-//! `GET /events/<KEY>`: a key's messages as Server-Sent Events, for `EventSource`.
+//! `GET /events/<KEY>`: a key's messages as Server-Sent Events, for `EventSource`; and
+//! `GET /presence/<KEY>` asked for as `text/event-stream`: a watch of the key's presence,
+//! its state now and then every change, as `event: presence` events.
 //!
 //! An SSE subscriber is a connection like a WebSocket one: it holds a connection slot, is a
 //! peer under the key (presence, `delivered`), has the same bounded outbox (past it, the
@@ -21,12 +23,12 @@ use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use super::{check_token, json, method_not_allowed, path_key, Body};
-use crate::engine::{Position, Since, Start};
+use crate::engine::{Position, Preamble, Since, Start};
 use crate::log_text::escaped;
 use crate::metrics::CloseReason;
 use crate::outbox::Drained;
-use crate::protocol::Reply;
-use crate::registry::Peer;
+use crate::protocol::{encode_presence_event, Reply};
+use crate::registry::{Framing, Peer};
 use crate::state::RelayState;
 
 /// The comment line that keeps an idle stream (and the proxies on its way) alive.
@@ -49,7 +51,32 @@ pub(super) struct Subscriber {
     pub abort: CancellationToken,
 }
 
-/// Serves `GET /events/<KEY>` (`encoded` is the percent-encoded key).
+/// What an event stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Streamed {
+    /// The key's messages (`/events/<KEY>`): the stream is a subscriber under the key.
+    Messages,
+    /// The key's presence (`/presence/<KEY>`): the stream watches the key.
+    Presence,
+}
+
+/// Whether a request asks for a Server-Sent Events stream.
+pub(super) fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// Serves `GET /events/<KEY>`, or a presence stream (`encoded` is the percent-encoded
+/// key).
 pub(super) async fn serve(
     state: Arc<RelayState>,
     method: &Method,
@@ -57,6 +84,7 @@ pub(super) async fn serve(
     query: Option<&str>,
     encoded: &str,
     subscriber: Subscriber,
+    streamed: Streamed,
 ) -> Response<Body> {
     if *method != Method::GET {
         return method_not_allowed("GET");
@@ -68,20 +96,29 @@ pub(super) async fn serve(
     if let Err(refusal) = check_token(&state, headers, query, &key) {
         return *refusal;
     }
-    let since = starting_point(headers, query);
     let peer = Peer::new(state.config.outbox_limits());
-    if state
-        .engine
-        .subscribe(&key, &peer, Start::Events(since), None)
-        .await
-        .is_err()
-    {
+    let started = match streamed {
+        Streamed::Messages => {
+            let since = starting_point(headers, query);
+            let start = Start::Events(since);
+            state.engine.subscribe(&key, &peer, start, None).await
+        }
+        Streamed::Presence => {
+            peer.set_framing(Framing::Events);
+            let first: Preamble<'_> =
+                Box::new(|connections| encode_presence_event(&key, connections).into());
+            state.engine.watch(&key, &peer, Some(first)).await
+        }
+    };
+    if started.is_err() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             &Reply::Unavailable.to_frame(None),
         );
     }
-    state.metrics.event_streams.inc();
+    if streamed == Streamed::Messages {
+        state.metrics.event_streams.inc();
+    }
     // A client that stops reading stalls hyper's write, and the body is not polled again:
     // this watcher cuts the connection when the outbox overflows meanwhile.
     let done = CancellationToken::new();
@@ -90,15 +127,21 @@ pub(super) async fn serve(
         subscriber.abort.clone(),
         done.clone(),
     ));
+    let what = match streamed {
+        Streamed::Messages => "subscribed to",
+        Streamed::Presence => "watching presence of",
+    };
     info!(
-        "events {} from {} subscribed to {}",
+        "events {} from {} {} {}",
         peer.id,
         subscriber.remote,
+        what,
         escaped(&key)
     );
     let every = state.config.ping_interval;
     let stream = EventStream {
         key: key.into(),
+        streamed,
         peer,
         state,
         keep_alive: interval_at(Instant::now() + every, every),
@@ -148,6 +191,8 @@ fn starting_point(headers: &HeaderMap, query: Option<&str>) -> Option<Since> {
 /// One open event stream: the subscriber's outbox, read into the response body.
 struct EventStream {
     key: Box<str>,
+    /// Messages or presence.
+    streamed: Streamed,
     peer: Arc<Peer>,
     state: Arc<RelayState>,
     keep_alive: Interval,
@@ -209,8 +254,13 @@ impl Drop for EventStream {
         self.done.cancel();
         let overflowed = self.peer.outbox.is_overflowed();
         self.peer.outbox.close();
-        self.state.engine.unsubscribe(&self.key, &self.peer);
-        self.state.metrics.event_streams.dec();
+        match self.streamed {
+            Streamed::Messages => {
+                self.state.engine.unsubscribe(&self.key, &self.peer);
+                self.state.metrics.event_streams.dec();
+            }
+            Streamed::Presence => self.state.engine.unwatch(&self.key, &self.peer),
+        }
         if overflowed {
             self.subscriber.abort.cancel();
             self.state.metrics.closed(CloseReason::SlowConsumer);

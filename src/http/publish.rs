@@ -118,7 +118,9 @@ async fn one(state: &RelayState, from: &Http, text: &str) -> Reply {
             Ok(Command::Register { .. }) => Reply::Refused(
                 "\"connected\" registers a WebSocket connection; it cannot be published".into(),
             ),
-            Ok(Command::Presence { .. }) => Reply::Refused("missing recipient_uuid".into()),
+            Ok(Command::Presence { .. } | Command::Watch { .. } | Command::Unwatch { .. }) => {
+                Reply::Refused("missing recipient_uuid".into())
+            }
             Err(rejection) => Reply::Error(rejection),
         },
     }

@@ -5,6 +5,8 @@
     reply = notify_relay.publish("http://127.0.0.1:8765", key, "50% done")
     async for m in notify_relay.listen("ws://127.0.0.1:8765/", key, since="earliest"):
         print(m.data, m.cursor, m.gap)
+    async for p in notify_relay.watch("ws://127.0.0.1:8765/", [key]):
+        print(p.key, p.online, p.connections)
 
 ``listen`` registers resumably (``since``), keeps the cursor of every message it yields,
 reconnects with capped exponential backoff and jitter after any drop, resumes from the
@@ -23,12 +25,20 @@ import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-__all__ = ["Message", "PublishError", "RegistrationRefused", "publish", "listen"]
+__all__ = [
+    "Message",
+    "Presence",
+    "PublishError",
+    "RegistrationRefused",
+    "publish",
+    "listen",
+    "watch",
+]
 
 #: The first reconnect waits about this long (seconds); each further attempt doubles it.
 FIRST_RETRY_S = 0.5
@@ -60,6 +70,18 @@ class Message:
     cursor: Optional[str]
     gap: bool = False
     ephemeral: bool = False
+
+
+@dataclass(frozen=True)
+class Presence:
+    """A key's presence, as a watch yields it."""
+
+    #: The key.
+    key: str
+    #: Whether any connection is registered under it.
+    online: bool
+    #: How many connections are registered under it (on every relay).
+    connections: int
 
 
 class PublishError(Exception):
@@ -181,6 +203,91 @@ async def listen(
         ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
         attempt += 1
         await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
+
+
+async def watch(
+    url: str,
+    keys: "list[str]",
+    tokens: Optional[Dict[str, str]] = None,
+) -> AsyncIterator[Presence]:
+    """Yield each key's presence now, then every change, reconnecting across drops.
+
+    ``tokens`` maps a key to its token (access control). After a drop it reconnects with
+    the same backoff as :func:`listen` and watches again; a state equal to the last one
+    yielded for its key is not yielded again. A refused token raises
+    :class:`RegistrationRefused`. Cancel the iterating task to stop (Close 1000).
+    """
+    last: Dict[str, Presence] = {}
+    attempt = 0
+    while True:
+        try:
+            async with connect(url, max_size=MAX_FRAME_BYTES) as ws:
+                await asyncio.wait_for(ws.recv(), REGISTER_TIMEOUT_S)  # the greeting
+                early: List[Any] = []
+                for key in keys:
+                    state = await _watch(ws, key, (tokens or {}).get(key), early)
+                    early.append(state)
+                attempt = 0
+                for item in early:
+                    state = item if isinstance(item, Presence) else _presence(item)
+                    if state is not None and last.get(state.key) != state:
+                        last[state.key] = state
+                        yield state
+                async for frame in ws:
+                    state = _presence(frame)
+                    if state is not None and last.get(state.key) != state:
+                        last[state.key] = state
+                        yield state
+        except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError, _Refused):
+            pass  # dropped, refused or unreachable: try again after a while
+        except InvalidURI:
+            raise
+        ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
+        attempt += 1
+        await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
+
+
+async def _watch(
+    ws: ClientConnection, key: str, token: Optional[str], early: "List[Any]"
+) -> Presence:
+    """Sends a watch for ``key`` and returns the state its reply says; pushes of keys
+    watched before that arrive ahead of the reply are appended to ``early``, in order."""
+    frame: Dict[str, Any] = {"id": f"watch:{key}", "watch": key}
+    if token is not None:
+        frame["token"] = token
+    await ws.send(json.dumps(frame))
+    while True:
+        text = await asyncio.wait_for(ws.recv(), REGISTER_TIMEOUT_S)
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and reply.get("id") == f"watch:{key}":
+            break
+        early.append(text)
+    if reply.get("ok") is not True:
+        error = str(reply.get("error"))
+        if error == UNAUTHORIZED:
+            raise RegistrationRefused(error)
+        raise _Refused(error)
+    return Presence(key=key, online=bool(reply.get("online")), connections=int(reply.get("connections", 0)))
+
+
+def _presence(frame: Any) -> Optional[Presence]:
+    """The state a presence push carries, or None for any other frame."""
+    if not isinstance(frame, str):
+        return None
+    try:
+        value = json.loads(frame)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("presence"), str):
+        return None
+    return Presence(
+        key=value["presence"],
+        online=bool(value.get("online")),
+        connections=int(value.get("connections", 0)),
+    )
 
 
 class _Refused(Exception):

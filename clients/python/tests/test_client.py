@@ -5,6 +5,7 @@ cancellation that closes cleanly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import AsyncIterator, List
 
 import pytest
@@ -157,3 +158,29 @@ def test_tokens_against_a_relay_with_access_control(secured_relay: Relay) -> Non
         await messages.aclose()
 
     asyncio.run(listened())
+
+
+def test_watch_yields_the_state_then_every_change(relay: Relay) -> None:
+    async def watched() -> None:
+        states = notify_relay.watch(relay.ws, ["py-watch", "py-other"])
+        first = [await next_presence(states), await next_presence(states)]
+        assert first == [
+            notify_relay.Presence("py-watch", False, 0),
+            notify_relay.Presence("py-other", False, 0),
+        ]
+        messages = notify_relay.listen(relay.ws, "py-watch")
+        listening = asyncio.ensure_future(messages.__anext__())
+        assert await next_presence(states) == notify_relay.Presence("py-watch", True, 1)
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        assert await next_presence(states) == notify_relay.Presence("py-watch", False, 0)
+        await states.aclose()
+
+    asyncio.run(watched())
+
+
+async def next_presence(
+    states: AsyncIterator[notify_relay.Presence],
+) -> notify_relay.Presence:
+    return await asyncio.wait_for(states.__anext__(), DEADLINE_S)

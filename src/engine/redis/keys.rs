@@ -27,9 +27,9 @@ fn tagged(key: &str) -> String {
 }
 
 /// The Redis names of one key's data, in the order the scripts take them as KEYS.
-pub fn data(key: &str) -> [String; 5] {
+pub fn data(key: &str) -> [String; 6] {
     let tagged = tagged(key);
-    ["m", "l", "p", "c", "o"].map(|part| format!("{PREFIX}{tagged}:{part}"))
+    ["m", "l", "p", "c", "o", "w"].map(|part| format!("{PREFIX}{tagged}:{part}"))
 }
 
 /// The pub/sub channel a key's messages are published on.
@@ -80,6 +80,33 @@ pub fn payload(kind: &str, text: String) -> Payload {
     } else {
         Payload::text(text)
     }
+}
+
+/// The kind marker of a presence event (a key's count changed, for its watchers).
+const PRESENCE_KIND: &str = "p";
+
+/// A presence event on a key's channel: the key's count on every relay, and when it was
+/// read (Redis's clock in ms: a later read supersedes an earlier one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// When the count was read, in Redis's clock (ms).
+    pub version: i64,
+    /// Connections under the key on every live relay.
+    pub connections: usize,
+}
+
+/// Reads a presence event, `\n\n\npVERSION COUNT` as `lib.lua` writes it; `None` for
+/// anything else (a message).
+pub fn decode_presence(text: &[u8]) -> Option<PresenceEvent> {
+    let rest = text.strip_prefix(b"\n\n\n")?;
+    let rest = std::str::from_utf8(rest)
+        .ok()?
+        .strip_prefix(PRESENCE_KIND)?;
+    let (version, connections) = rest.split_once(' ')?;
+    Some(PresenceEvent {
+        version: version.parse().ok()?,
+        connections: connections.parse().ok()?,
+    })
 }
 
 /// A message as it arrives on a key's channel.
@@ -161,5 +188,14 @@ mod tests {
         assert_eq!(origin, "");
         assert_eq!(decode_live(b"e\nx\n\nsz"), None);
         assert_eq!(decode_live(b"e\n1\n"), None);
+        assert_eq!(
+            decode_presence(b"\n\n\np1700000000123 4"),
+            Some(PresenceEvent {
+                version: 1_700_000_000_123,
+                connections: 4
+            })
+        );
+        assert_eq!(decode_presence(b"\n\n\nsp1 2"), None);
+        assert_eq!(decode_presence(b"e\n1\n\np1 2"), None);
     }
 }

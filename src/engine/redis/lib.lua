@@ -2,7 +2,8 @@
 -- KEYS of every script: 1 meta (hash: e epoch, s last seq, v evicted through),
 -- 2 log (stream, ids SEQ-0, fields t time, f kind, p payload, c collapse name),
 -- 3 pending (sorted set of seqs that reached nobody), 4 collapse (hash name -> seq),
--- 5 presence (hash relay -> "COUNT EXPIRY_MS").
+-- 5 presence (hash relay -> "COUNT EXPIRY_MS"), 6 watchers (hash relay -> EXPIRY_MS: the
+-- relays with watchers of the key's presence, under a lease like presence).
 -- All keys of one KEY share the hash tag {KEY}: one slot, so one script may touch them.
 
 local function now_ms()
@@ -12,6 +13,17 @@ end
 
 local function int(n)
   return string.format('%d', n)
+end
+
+-- Every publish on a key's channel goes through here. PUBLISH_COMMAND is set ahead of
+-- this prelude by the engine: PUBLISH on one server, SPUBLISH on a Redis Cluster.
+local function publish(channel, text)
+  return redis.call(PUBLISH_COMMAND, channel, text)
+end
+
+-- The key's pub/sub channel: its meta name with the part 'm' replaced by 'ch'.
+local function key_channel()
+  return string.sub(KEYS[1], 1, -2) .. 'ch'
 end
 
 -- Connections on every relay whose lease has not run out; dead relays' entries go.
@@ -29,13 +41,30 @@ local function presence(now)
   return total
 end
 
--- This relay has COUNT connections under the key, for LEASE ms unless refreshed.
+-- Tells the key's watchers on every relay its count now, as a presence event on its
+-- channel: '\n\n\np' VERSION ' ' COUNT, VERSION being Redis's clock in ms.
+local function presence_event(now)
+  publish(key_channel(), '\n\n\np' .. int(now) .. ' ' .. int(presence(now)))
+end
+
+-- This relay has COUNT connections under the key, for LEASE ms unless refreshed. When
+-- the key has watchers somewhere (one EXISTS; nothing more for a key nobody watches) and
+-- the count changed, they are told.
 local function set_presence(now, relay, count, lease)
+  local watched = redis.call('EXISTS', KEYS[6]) == 1
+  local before = 0
+  if watched then
+    local old = redis.call('HGET', KEYS[5], relay)
+    before = tonumber(old and string.match(old, '^(%d+) ') or '0')
+  end
   if count > 0 then
     redis.call('HSET', KEYS[5], relay, int(count) .. ' ' .. int(now + lease))
     redis.call('PEXPIRE', KEYS[5], lease)
   else
     redis.call('HDEL', KEYS[5], relay)
+  end
+  if watched and before ~= count then
+    presence_event(now)
   end
 end
 

@@ -321,12 +321,21 @@ impl<'a> Session<'a> {
             .filter(|c| !c.is_empty())
             .map(|c| c.key().clone())
             .collect();
+        // Interest in a key's channel: its subscribers here, or its watchers here.
+        let mut interest = keys.clone();
+        interest.extend(
+            shared
+                .watches
+                .keys()
+                .into_iter()
+                .filter(|key| shared.channels.get(key).is_none_or(|c| c.is_empty())),
+        );
         let shards = self.links.topology.shards.len();
         let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); shards];
         for (shard, probe) in self.probes.iter().enumerate() {
             by_shard[shard].push(probe.clone());
         }
-        for key in &keys {
+        for key in &interest {
             let channel = keys::channel(key);
             by_shard[self.links.topology.shard_of(&channel)].push(channel);
         }
@@ -335,13 +344,17 @@ impl<'a> Session<'a> {
                 self.subscribe_on(shard, batch).await?;
             }
         }
-        self.subscribed.extend(keys.iter().cloned());
+        self.subscribed.extend(interest);
         if was_lost {
             let mut caught_up = 0;
             for key in &keys {
                 self.catch_up(key).await?;
                 caught_up += 1;
             }
+            // No watcher is left with a state from before the loss.
+            super::watch::refresh_all(shared, true)
+                .await
+                .map_err(|_| ())?;
             info!(
                 "redis: subscribed again on {shards} shard(s) (generation {generation}); \
                  {caught_up} key(s) caught up"
@@ -462,6 +475,10 @@ impl<'a> Session<'a> {
         let Some(key) = keys::key_of_channel(name.as_bytes()) else {
             return;
         };
+        if let Some(event) = keys::decode_presence(message.get_payload_bytes()) {
+            shared.watches.on_event(&key, event, &shared.metrics);
+            return;
+        }
         let Some((live, origin)) = keys::decode_live(message.get_payload_bytes()) else {
             warn!(
                 "redis: unreadable message on the channel of {}",
@@ -550,6 +567,9 @@ impl<'a> Session<'a> {
             due
         };
         for key in due {
+            if shared.watches.is_watched(&key) {
+                continue;
+            }
             let removed = shared.channels.remove_if(&key, |_, c| c.is_empty());
             if removed.is_none() && shared.channels.contains_key(&key) {
                 continue;

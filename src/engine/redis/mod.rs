@@ -7,7 +7,9 @@
 //!   presence hash (each relay's connection count under a lease). The Lua scripts beside
 //!   this file are the only code that changes them, one atomic step each: `publish.lua`
 //!   (presence, sequence, retention, pending, PUBLISH or SPUBLISH), `subscribe.lua`
-//!   (presence, then pending or replay), `lease.lua` and `presence.lua`.
+//!   (presence, then pending or replay), `lease.lua`, `presence.lua` and `watch.lua` (a
+//!   relay's lease among a key's watchers; while a key has watchers, a change of its
+//!   count is published on its channel as a presence event, see [`watch`]).
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
 //!   one pub/sub connection per shard, subscribed to the channels of exactly the keys
 //!   with local subscribers whose slot that shard owns (per-key interest; [`listener`]).
@@ -34,6 +36,7 @@ mod keys;
 mod listener;
 mod requests;
 mod topology;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,17 +89,25 @@ struct Scripts {
     subscribe: Script,
     presence: Script,
     lease: Script,
+    watch: Script,
     probe: Script,
 }
 
 impl Scripts {
-    fn new() -> Self {
-        let with_lib = |body: &str| Script::new(&format!("{}\n{body}", include_str!("lib.lua")));
+    /// The scripts for `flavor`'s pub/sub: the prelude publishes with its command.
+    fn new(flavor: Flavor) -> Self {
+        let prelude = format!(
+            "local PUBLISH_COMMAND = '{}'\n{}",
+            flavor.publish(),
+            include_str!("lib.lua")
+        );
+        let with_lib = |body: &str| Script::new(&format!("{prelude}\n{body}"));
         Self {
             publish: with_lib(include_str!("publish.lua")),
             subscribe: with_lib(include_str!("subscribe.lua")),
             presence: with_lib(include_str!("presence.lua")),
             lease: with_lib(include_str!("lease.lua")),
+            watch: with_lib(include_str!("watch.lua")),
             probe: Script::new(include_str!("probe.lua")),
         }
     }
@@ -224,10 +235,10 @@ struct Shared {
     relay: String,
     /// Requests and scripts (reconnects by itself).
     requests: Requests,
-    /// Classic pub/sub (one server) or sharded (a cluster).
-    flavor: Flavor,
     /// Keys with local subscribers (or that had some a moment ago).
     channels: DashMap<Box<str>, Channel>,
+    /// Keys with local watchers of their presence.
+    watches: watch::Watches,
     scripts: Scripts,
     /// Retention settings (`--buffer-max`, `--buffer-ttl`).
     config: StreamConfig,
@@ -283,16 +294,17 @@ impl RedisEngine {
         let requests = Requests::new(&target)?;
         let (commands, listens) = mpsc::channel(COMMAND_QUEUE);
         let random = uuid::Uuid::new_v4().simple().to_string();
+        let flavor = if target.is_cluster() {
+            Flavor::Sharded
+        } else {
+            Flavor::Classic
+        };
         let shared = Arc::new(Shared {
             relay: random[..16].to_owned(),
             requests,
-            flavor: if target.is_cluster() {
-                Flavor::Sharded
-            } else {
-                Flavor::Classic
-            },
             channels: DashMap::new(),
-            scripts: Scripts::new(),
+            watches: watch::Watches::default(),
+            scripts: Scripts::new(flavor),
             config,
             epochs: EpochSource::new(),
             health: Arc::new(Health::new(Arc::clone(&metrics))),
@@ -314,6 +326,7 @@ impl RedisEngine {
             stop.clone(),
         ));
         tokio::spawn(keep_leases(Arc::clone(&shared), stop.clone()));
+        tokio::spawn(watch::keep(Arc::clone(&shared), stop.clone()));
         Ok(Self { shared, stop })
     }
 
@@ -432,8 +445,7 @@ impl Shared {
             .arg(&*self.epochs.next())
             .arg(keys::channel(key))
             .arg(self.health.deadline())
-            .arg(origin)
-            .arg(self.flavor.publish());
+            .arg(origin);
         let call = invocation.invoke_async::<(i64, String, u64, u64, u64, u64)>(&mut redis);
         let (connections, epoch, seq, by_ttl, by_max, collapsed) = request(call).await?;
         let Ok(connections) = u64::try_from(connections) else {
@@ -672,6 +684,19 @@ impl Engine for RedisEngine {
         }
         self.shared.mark_dirty(key);
         self.shared.mark_idle_if_empty(key);
+    }
+
+    fn watch<'a>(
+        &'a self,
+        key: &'a str,
+        peer: &'a Arc<Peer>,
+        initial: Option<Preamble<'a>>,
+    ) -> EngineFuture<'a, Result<(), Unavailable>> {
+        Either::Right(Box::pin(watch::watch(&self.shared, key, peer, initial)))
+    }
+
+    fn unwatch(&self, key: &str, peer: &Peer) {
+        watch::unwatch(&self.shared, key, peer);
     }
 
     fn presence<'a>(&'a self, key: &'a str) -> EngineFuture<'a, Result<usize, Unavailable>> {

@@ -2,10 +2,9 @@
 -- the key's stream (sequence, retention, collapse) and published on the key's channel,
 -- all in one atomic step.
 -- ARGV: 1 payload, 2 kind (s string, j JSON), 3 collapse name or '', 4 retain (1/0),
--- 5 max entries, 6 ttl ms, 7 epoch candidate, 8 channel, 9 deadline (Redis ms, 0: none),
+-- 5 max entries, 6 ttl ms, 7 epoch candidate, 8 channel (it has the key's hash tag, so it
+-- is in this script's slot and on a cluster only its shard carries it), 9 deadline (Redis ms, 0: none),
 -- 10 origin (RELAY:TOKEN when the publishing relay waits for its own copy, or ''),
--- 11 the publish command: PUBLISH on one server, SPUBLISH on a cluster (the channel has
--- the key's hash tag, so it is in this script's slot and only its shard carries it).
 -- Returns {connections, epoch, seq, evicted by ttl, evicted by max, collapsed}, or {-1}
 -- past the deadline: the relay has already answered that the send could not complete
 -- (Redis was paused, or the request was held up), so it must not happen late.
@@ -16,7 +15,7 @@ if deadline > 0 and now > deadline then
 end
 local connections = presence(now)
 if ARGV[4] ~= '1' then
-  redis.call(ARGV[11], ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
+  publish(ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
   return {connections, '', 0, 0, 0, 0}
 end
 local ttl, max = tonumber(ARGV[6]), tonumber(ARGV[5])
@@ -41,6 +40,6 @@ if connections == 0 then
 end
 local by_ttl, by_max = trim(now, ttl, max)
 expire_stream(ttl)
-redis.call(ARGV[11], ARGV[8],
+publish(ARGV[8],
   epoch .. '\n' .. int(seq) .. '\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
 return {connections, epoch, seq, by_ttl, by_max, collapsed}
