@@ -415,7 +415,7 @@ impl Routes {
                     if let Some(ws) = into_websocket(upgraded, config).await {
                         let admitted = connection::Admitted {
                             slot,
-                            per_ip,
+                            per_ip: per_ip.map(Box::new),
                             may_publish,
                         };
                         tracker.spawn(connection::serve(ws, remote, state, shutdown, admitted));

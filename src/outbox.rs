@@ -7,8 +7,12 @@
 //! outbox overflowed and wakes the connection task, which closes the connection (1008).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -60,11 +64,45 @@ pub struct Outbox {
     /// The frames and their accounting; held only for O(1) pushes and one swap per batch.
     queue: Mutex<Queue>,
     /// Wakes the connection task when frames arrive or the queue overflows.
-    ready: Notify,
+    ready: Signal,
     /// Wakes a write stalled on a client that stopped reading, when the queue overflows.
     overflow: Notify,
     /// The limits this outbox enforces.
     limits: OutboxLimits,
+}
+
+/// A wake-up for the one task that drains an outbox: a flag and that task's waker.
+///
+/// Not a `Notify`: waiting on one takes an 80-byte `Notified` in the waiting future,
+/// which would be part of every idle connection's task, and each wake takes its lock.
+/// Here the waiting future is a reference, and a wake is an atomic store and, when the
+/// task is parked, one wake of its waker. Like `Notify::notify_one`, a signal given while
+/// nobody waits is kept for the next wait.
+#[derive(Debug, Default)]
+struct Signal {
+    /// Set by a signal, cleared by the wait that sees it.
+    set: AtomicBool,
+    /// The waiting task.
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A signal between the check and the registration would otherwise be missed.
+        if self.set.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 impl Outbox {
@@ -72,7 +110,7 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
+            ready: Signal::default(),
             overflow: Notify::new(),
             limits,
         }
@@ -92,7 +130,7 @@ impl Outbox {
         if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
             queue.overflowed = true;
             drop(queue);
-            self.ready.notify_one();
+            self.ready.notify();
             self.overflow.notify_one();
             return Err(PushError::Overflowed);
         }
@@ -103,7 +141,7 @@ impl Outbox {
         // Only the push into an empty queue needs to wake the writer: it drains
         // everything queued at once, so later pushes ride along in the same batch.
         if first {
-            self.ready.notify_one();
+            self.ready.notify();
         }
         Ok(())
     }
@@ -122,13 +160,14 @@ impl Outbox {
         let first = queue.frames.len() == 1;
         drop(queue);
         if first {
-            self.ready.notify_one();
+            self.ready.notify();
         }
     }
 
-    /// Waits until frames were queued or the queue overflowed. Cancel-safe.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
+    /// Waits until frames were queued or the queue overflowed. Cancel-safe. One task
+    /// waits at a time (the connection's, or an event stream's).
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| self.ready.poll(cx))
     }
 
     /// Waits for a push to find the queue full; check [`Outbox::is_overflowed`] after,
@@ -163,7 +202,7 @@ impl Outbox {
         }
         queue.overflowed = true;
         drop(queue);
-        self.ready.notify_one();
+        self.ready.notify();
         self.overflow.notify_one();
     }
 
