@@ -98,6 +98,7 @@ pub fn serve(
         state,
         frame_limit,
         admitted,
+        busy: false,
     };
     // Here, not in the async block: that block keeps every value it captures (`remote`)
     // for the connection's whole life.
@@ -133,6 +134,8 @@ struct Connection {
     frame_limit: Option<Box<FrameLimit>>,
     /// Its connection slots (released when it is dropped) and publishing right.
     admitted: Admitted,
+    /// Its last write batch held more than one frame: see `write_queued`.
+    busy: bool,
 }
 
 impl Connection {
@@ -485,12 +488,19 @@ impl Connection {
     /// Writes everything queued in the outbox with one flush, or closes the connection
     /// when the outbox overflowed (slow consumer).
     async fn write_queued(&mut self) -> Ended {
-        // One scheduler pass before draining: under load the producers running in it
-        // add to this batch (fewer, larger writes); when idle it costs microseconds.
-        tokio::task::yield_now().await;
+        // Under load, one scheduler pass before draining lets the producers running in
+        // it add to this batch (fewer, larger writes). At a moderate rate that pass is
+        // all cost: for a batch of one frame it takes a second poll of the I/O driver
+        // and often a wake of another worker (measured at 5,000 msg/s: 2.6 system calls
+        // per message with it, 1.9 without). So it is taken only while the connection
+        // is busy: its last batch held more than one frame.
+        if self.busy {
+            tokio::task::yield_now().await;
+        }
         match self.peer.outbox.take() {
             Drained::Frames(frames) if frames.is_empty() => Ok(()),
             Drained::Frames(frames) => {
+                self.busy = frames.len() > 1;
                 let messages = frames.into_iter().flat_map(fragment::frames);
                 self.write(messages, true).await
             }
