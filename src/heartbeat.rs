@@ -105,8 +105,14 @@ mod tests {
         let start = Instant::now();
         let mut hb = Heartbeat::new(start);
         assert_eq!(hb.on_deadline(start + INTERVAL, TIMES), Beat::Ping);
-        assert_eq!(hb.on_deadline(start + INTERVAL + TIMEOUT / 2, TIMES), Beat::Wait);
-        assert_eq!(hb.on_deadline(start + INTERVAL + TIMEOUT, TIMES), Beat::TimedOut);
+        assert_eq!(
+            hb.on_deadline(start + INTERVAL + TIMEOUT / 2, TIMES),
+            Beat::Wait
+        );
+        assert_eq!(
+            hb.on_deadline(start + INTERVAL + TIMEOUT, TIMES),
+            Beat::TimedOut
+        );
     }
 
     #[test]
@@ -115,6 +121,9 @@ mod tests {
         let mut hb = Heartbeat::new(start);
         assert_eq!(hb.on_deadline(start + INTERVAL, TIMES), Beat::Ping);
         hb.on_pong();
-        assert_eq!(hb.on_deadline(start + INTERVAL + TIMEOUT, TIMES), Beat::Wait);
+        assert_eq!(
+            hb.on_deadline(start + INTERVAL + TIMEOUT, TIMES),
+            Beat::Wait
+        );
     }
 }

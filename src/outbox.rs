@@ -295,6 +295,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_wake_given_while_nobody_waits_is_kept_for_the_next_wait() {
+        let o = outbox(10, 1000);
+        o.push("x".into()).expect("push");
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
+            .await
+            .expect("the push's wake was kept");
+        assert_eq!(frames(o.take()), ["x"]);
+    }
+
+    #[tokio::test]
     async fn push_into_empty_queue_wakes_the_writer() {
         let o = std::sync::Arc::new(outbox(10, 1000));
         let writer = {
