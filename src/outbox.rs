@@ -13,7 +13,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How much one outbox may hold before its connection counts as a slow consumer.
@@ -50,8 +49,10 @@ struct Queue {
     /// Payload bytes in `frames`, kept so the byte limit is O(1) to check.
     bytes: usize,
     /// Frames in `frames` that were owed (replies, replays): they do not count against
-    /// the limits, which are about live traffic a reader does not keep up with.
-    owed: usize,
+    /// the limits, which are about live traffic a reader does not keep up with. A `u32`
+    /// keeps the `Peer` in a smaller allocation class; billions of queued replies would
+    /// exhaust memory long before.
+    owed: u32,
     /// Set by the push that found the queue full; the connection is then closed.
     overflowed: bool,
     /// Set when the connection is closing so late producers stop counting it.
@@ -66,7 +67,8 @@ pub struct Outbox {
     /// Wakes the connection task when frames arrive or the queue overflows.
     ready: Signal,
     /// Wakes a write stalled on a client that stopped reading, when the queue overflows.
-    overflow: Notify,
+    /// One task waits at a time; the flag is `Queue::overflowed`.
+    overflow: AtomicWaker,
     /// The limits this outbox enforces.
     limits: OutboxLimits,
 }
@@ -111,7 +113,7 @@ impl Outbox {
         Self {
             queue: Mutex::new(Queue::default()),
             ready: Signal::default(),
-            overflow: Notify::new(),
+            overflow: AtomicWaker::new(),
             limits,
         }
     }
@@ -126,12 +128,12 @@ impl Outbox {
             return Err(PushError::Overflowed);
         }
         let bytes = queue.bytes + frame.len();
-        let live_frames = queue.frames.len() - queue.owed;
+        let live_frames = queue.frames.len() - queue.owed as usize;
         if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
             queue.overflowed = true;
             drop(queue);
             self.ready.notify();
-            self.overflow.notify_one();
+            self.overflow.wake();
             return Err(PushError::Overflowed);
         }
         queue.frames.push_back(frame);
@@ -155,7 +157,7 @@ impl Outbox {
         if queue.closed || queue.overflowed {
             return;
         }
-        queue.owed += 1;
+        queue.owed = queue.owed.saturating_add(1);
         queue.frames.push_back(frame);
         let first = queue.frames.len() == 1;
         drop(queue);
@@ -170,10 +172,17 @@ impl Outbox {
         std::future::poll_fn(|cx| self.ready.poll(cx))
     }
 
-    /// Waits for a push to find the queue full; check [`Outbox::is_overflowed`] after,
-    /// since a wake-up can be stale. Cancel-safe.
-    pub async fn overflow(&self) {
-        self.overflow.notified().await;
+    /// Waits for a push to find the queue full (returns at once if it already did).
+    /// Cancel-safe. One task waits at a time.
+    pub fn overflow(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| {
+            self.overflow.register(cx.waker());
+            if self.is_overflowed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Takes everything queued, in order.
@@ -203,7 +212,7 @@ impl Outbox {
         queue.overflowed = true;
         drop(queue);
         self.ready.notify();
-        self.overflow.notify_one();
+        self.overflow.wake();
     }
 
     /// Refuses all further pushes and frees what is queued.
