@@ -141,7 +141,8 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_RELAY_REUSE_PORT")]
     pub reuse_port: bool,
 
-    /// Read buffer per connection, in bytes (memory per idle connection vs. read batching).
+    /// Read buffer per connection while it reads, in bytes (an idle connection holds none;
+    /// larger means fewer reads for a busy one).
     #[arg(long, env = "NOTIFY_RELAY_READ_BUFFER_SIZE", default_value_t = DEFAULT_READ_BUFFER_SIZE)]
     pub read_buffer_size: usize,
 

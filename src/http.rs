@@ -431,7 +431,7 @@ impl<S: Transport> Routes<S> {
                     if let Some(ws) = into_websocket::<S>(upgraded, config).await {
                         let admitted = connection::Admitted {
                             slot,
-                            per_ip,
+                            per_ip: per_ip.map(Box::new),
                             may_publish,
                         };
                         tracker.spawn(connection::serve(ws, remote, state, shutdown, admitted));

@@ -12,9 +12,12 @@
 //! changes, and still sees every online/offline flip and the latest count.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How much one outbox may hold before its connection counts as a slow consumer.
@@ -69,8 +72,10 @@ struct Queue {
     /// Payload bytes in `frames`, kept so the byte limit is O(1) to check.
     bytes: usize,
     /// Frames in `frames` that were owed (replies, replays): they do not count against
-    /// the limits, which are about live traffic a reader does not keep up with.
-    owed: usize,
+    /// the limits, which are about live traffic a reader does not keep up with. A `u32`
+    /// keeps the `Peer` in a smaller allocation class; billions of queued replies would
+    /// exhaust memory long before.
+    owed: u32,
     /// Set by the push that found the queue full; the connection is then closed.
     overflowed: bool,
     /// Set when the connection is closing so late producers stop counting it.
@@ -88,11 +93,46 @@ pub struct Outbox {
     /// The frames and their accounting; held only for O(1) pushes and one swap per batch.
     queue: Mutex<Queue>,
     /// Wakes the connection task when frames arrive or the queue overflows.
-    ready: Notify,
+    ready: Signal,
     /// Wakes a write stalled on a client that stopped reading, when the queue overflows.
-    overflow: Notify,
+    /// One task waits at a time; the flag is `Queue::overflowed`.
+    overflow: AtomicWaker,
     /// The limits this outbox enforces.
     limits: OutboxLimits,
+}
+
+/// A wake-up for the one task that drains an outbox: a flag and that task's waker.
+///
+/// Not a `Notify`: waiting on one takes an 80-byte `Notified` in the waiting future,
+/// which would be part of every idle connection's task, and each wake takes its lock.
+/// Here the waiting future is a reference, and a wake is an atomic store and, when the
+/// task is parked, one wake of its waker. Like `Notify::notify_one`, a signal given while
+/// nobody waits is kept for the next wait.
+#[derive(Debug, Default)]
+struct Signal {
+    /// Set by a signal, cleared by the wait that sees it.
+    set: AtomicBool,
+    /// The waiting task.
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A signal between the check and the registration would otherwise be missed.
+        if self.set.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 impl Outbox {
@@ -100,8 +140,8 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
-            overflow: Notify::new(),
+            ready: Signal::default(),
+            overflow: AtomicWaker::new(),
             limits,
         }
     }
@@ -124,7 +164,7 @@ impl Outbox {
             return Err(PushError::Overflowed);
         }
         let bytes = queue.bytes + frame.len();
-        let live_frames = queue.frames.len() - queue.owed;
+        let live_frames = queue.frames.len() - queue.owed as usize;
         if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
             queue.overflowed = true;
             return Err(PushError::Overflowed);
@@ -141,13 +181,13 @@ impl Outbox {
             // everything queued at once, so later pushes ride along in the same batch.
             Ok(first) => {
                 if first {
-                    self.ready.notify_one();
+                    self.ready.notify();
                 }
                 Ok(())
             }
             Err(PushError::Overflowed) => {
-                self.ready.notify_one();
-                self.overflow.notify_one();
+                self.ready.notify();
+                self.overflow.wake();
                 Err(PushError::Overflowed)
             }
             Err(PushError::Closed) => Err(PushError::Closed),
@@ -163,12 +203,12 @@ impl Outbox {
         if queue.closed || queue.overflowed {
             return;
         }
-        queue.owed += 1;
+        queue.owed = queue.owed.saturating_add(1);
         queue.frames.push_back(frame);
         let first = queue.frames.len() == 1;
         drop(queue);
         if first {
-            self.ready.notify_one();
+            self.ready.notify();
         }
     }
 
@@ -205,15 +245,23 @@ impl Outbox {
         self.wake(pushed).map(|()| Pushed::Queued)
     }
 
-    /// Waits until frames were queued or the queue overflowed. Cancel-safe.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
+    /// Waits until frames were queued or the queue overflowed. Cancel-safe. One task
+    /// waits at a time (the connection's, or an event stream's).
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| self.ready.poll(cx))
     }
 
-    /// Waits for a push to find the queue full; check [`Outbox::is_overflowed`] after,
-    /// since a wake-up can be stale. Cancel-safe.
-    pub async fn overflow(&self) {
-        self.overflow.notified().await;
+    /// Waits for a push to find the queue full (returns at once if it already did).
+    /// Cancel-safe. One task waits at a time.
+    pub fn overflow(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(|cx| {
+            self.overflow.register(cx.waker());
+            if self.is_overflowed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Takes everything queued, in order.
@@ -245,8 +293,8 @@ impl Outbox {
         }
         queue.overflowed = true;
         drop(queue);
-        self.ready.notify_one();
-        self.overflow.notify_one();
+        self.ready.notify();
+        self.overflow.wake();
     }
 
     /// Refuses all further pushes and frees what is queued.
@@ -375,6 +423,16 @@ mod tests {
             Ok(Pushed::Queued)
         );
         assert_eq!(frames(o.take()), ["a0''"]);
+    }
+
+    #[tokio::test]
+    async fn a_wake_given_while_nobody_waits_is_kept_for_the_next_wait() {
+        let o = outbox(10, 1000);
+        o.push("x".into()).expect("push");
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
+            .await
+            .expect("the push's wake was kept");
+        assert_eq!(frames(o.take()), ["x"]);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 //! depends on that order: a message is queued for all of them in one pass, and each
 //! connection still receives its messages in the order they were routed.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -72,8 +72,10 @@ pub struct Peer {
     /// A [`Framing`]; set when the connection subscribes, under the key's lock.
     framing: AtomicU8,
     /// Where this connection is in its key's list while subscribed. Read and written
-    /// only under that key's lock, which orders the accesses.
-    slot: AtomicUsize,
+    /// only under that key's lock, which orders the accesses. A `u32` (a key has fewer
+    /// subscribers than the relay has file descriptors) keeps the `Peer` in a smaller
+    /// allocation class.
+    slot: AtomicU32,
 }
 
 impl Peer {
@@ -83,7 +85,7 @@ impl Peer {
             id: PeerId::next(),
             outbox: Outbox::new(limits),
             framing: AtomicU8::new(Framing::Plain as u8),
-            slot: AtomicUsize::new(0),
+            slot: AtomicU32::new(0),
         })
     }
 
@@ -161,6 +163,13 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
+/// A list index as stored in `Peer::slot`. An index past `u32::MAX` (never reached: each
+/// subscriber is a connection) is stored as `u32::MAX`, which `Peers::remove` then does
+/// not find, rather than wrapping onto another subscriber's slot.
+fn slot_of(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
 /// Below this many slots a key's list is not worth shrinking.
 const SHRINK_FROM: usize = 16;
 
@@ -175,20 +184,21 @@ impl Peers {
     /// Adds `peer` beside the subscribers already there. A connection subscribes to at
     /// most one key at a time.
     pub fn add(&mut self, peer: &Arc<Peer>) {
-        peer.slot.store(self.peers.len(), Ordering::Relaxed);
+        peer.slot
+            .store(slot_of(self.peers.len()), Ordering::Relaxed);
         self.peers.push(Arc::clone(peer));
     }
 
     /// Removes `peer`'s own entry in O(1); the others stay. Does nothing if `peer` is not
     /// here.
     pub fn remove(&mut self, peer: &Peer) {
-        let slot = peer.slot.load(Ordering::Relaxed);
+        let slot = peer.slot.load(Ordering::Relaxed) as usize;
         if !self.peers.get(slot).is_some_and(|p| p.id == peer.id) {
             return;
         }
         self.peers.swap_remove(slot);
         if let Some(moved) = self.peers.get(slot) {
-            moved.slot.store(slot, Ordering::Relaxed);
+            moved.slot.store(slot_of(slot), Ordering::Relaxed);
         }
         // A key that once had many subscribers gives the room back as they leave;
         // halving at a quarter keeps this amortised O(1).

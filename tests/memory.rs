@@ -1,6 +1,6 @@
-//! What a connection keeps after large messages, measured on the real binary's resident
-//! memory: after sending and receiving one 900 KiB message it is back to its idle cost,
-//! and an unfinished message costs about its own size, not twice.
+//! What a connection keeps, measured on the real binary's resident memory: an idle one
+//! holds no read buffer; after sending and receiving one 900 KiB message it is back to
+//! its idle cost; and an unfinished message costs about its own size, not twice.
 
 mod common;
 
@@ -77,6 +77,38 @@ async fn after_a_large_message_each_way_a_connection_is_back_to_its_idle_cost() 
          is allowed",
         after.saturating_sub(idle) / CONNECTIONS as u64
     );
+}
+
+/// A read buffer so large that one kept by every idle connection would dwarf the rest
+/// of its cost.
+const LARGE_READ_BUFFER: usize = 64 * 1024;
+/// What an idle registered connection may cost with that buffer size: its usual few KiB
+/// (more in a debug build), far below the buffer it would keep if it kept one.
+const IDLE_PER_CONNECTION: u64 = 24 * 1024;
+
+#[tokio::test]
+async fn an_idle_connection_holds_no_read_buffer() {
+    let size = LARGE_READ_BUFFER.to_string();
+    let relay = RelayProcess::spawn(&["--buffer-ttl", "0s", "--read-buffer-size", &size]);
+    // One connection first, so the allocator's first-use costs are not counted.
+    let mut warm_up = Client::connect(&relay.url()).await;
+    warm_up.register("warm-up").await;
+    let before = relay.rss_bytes();
+    let mut clients = registered_clients(&relay, "idle").await;
+
+    let limit = before + CONNECTIONS as u64 * IDLE_PER_CONNECTION;
+    let after = rss_settles_below(&relay, limit).await;
+    assert!(
+        after <= limit,
+        "{CONNECTIONS} idle connections cost {} bytes each with --read-buffer-size \
+         {LARGE_READ_BUFFER} (RSS {before} -> {after}); at most {IDLE_PER_CONNECTION} is \
+         allowed: an idle connection must not keep its read buffer",
+        after.saturating_sub(before) / CONNECTIONS as u64
+    );
+    // The buffer comes back when a connection reads again.
+    for client in &mut clients {
+        client.assert_alive().await;
+    }
 }
 
 #[tokio::test]

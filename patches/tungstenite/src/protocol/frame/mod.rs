@@ -189,6 +189,10 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
+                } else if self.in_buffer.capacity() == 0 {
+                    // notify-relay patch (see patches/README.md): the buffer was given
+                    // back while idle; take a whole read's worth again, not a header's.
+                    self.in_buffer.reserve(self.in_buf_max_read);
                 } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
@@ -263,6 +267,15 @@ impl FrameCodec {
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
+        // notify-relay patch (see patches/README.md): nothing buffered, no frame begun
+        // and nothing more to read: the connection is idle, so it holds no read buffer
+        // until its next frame arrives (`read_frame` takes a new one then).
+        if self.header.is_none()
+            && self.in_buffer.is_empty()
+            && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        {
+            self.in_buffer = BytesMut::new();
+        }
         size
     }
 
