@@ -97,8 +97,10 @@ pub struct Outbox {
     /// Wakes a write stalled on a client that stopped reading, when the queue overflows.
     /// One task waits at a time; the flag is `Queue::overflowed`.
     overflow: AtomicWaker,
-    /// The limits this outbox enforces.
-    limits: OutboxLimits,
+    /// The limits this outbox enforces, as `u32`s (saturated): two `usize`s would push
+    /// every `Peer` into the next allocation class.
+    max_frames: u32,
+    max_bytes: u32,
 }
 
 /// A wake-up for the one task that drains an outbox: a flag and that task's waker.
@@ -142,7 +144,8 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             ready: Signal::default(),
             overflow: AtomicWaker::new(),
-            limits,
+            max_frames: u32::try_from(limits.max_frames).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(limits.max_bytes).unwrap_or(u32::MAX),
         }
     }
 
@@ -165,7 +168,7 @@ impl Outbox {
         }
         let bytes = queue.bytes + frame.len();
         let live_frames = queue.frames.len() - queue.owed as usize;
-        if live_frames >= self.limits.max_frames || bytes > self.limits.max_bytes {
+        if live_frames >= self.max_frames as usize || bytes > self.max_bytes as usize {
             queue.overflowed = true;
             return Err(PushError::Overflowed);
         }

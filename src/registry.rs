@@ -238,6 +238,17 @@ mod tests {
     use super::*;
     use crate::outbox::Drained;
 
+    #[test]
+    fn a_peer_with_its_arc_fits_the_160_byte_allocation_class() {
+        // Every connection holds one: past 160 bytes (with the Arc's two counters)
+        // jemalloc rounds it up to 192, 32 bytes more per idle connection.
+        assert!(
+            std::mem::size_of::<Peer>() + 16 <= 160,
+            "Peer is {} bytes",
+            std::mem::size_of::<Peer>()
+        );
+    }
+
     const LIMITS: OutboxLimits = OutboxLimits {
         max_frames: 4,
         max_bytes: 1024,
