@@ -251,6 +251,10 @@ struct Shared {
     dirty: Mutex<HashSet<Box<str>>>,
     /// Wakes the lease keeper when `dirty` gained a key.
     dirty_added: Notify,
+    /// Held while counts taken from `dirty` are being written, so that the last write
+    /// before exit ([`Engine::settle`]) waits for one under way and no count is lost
+    /// between the two.
+    lease_writer: tokio::sync::Mutex<()>,
     /// Tokens of this relay's publishes whose copy has not come back on its subscription
     /// yet (see [`Shared::publish`]).
     awaited: Mutex<HashSet<u64>>,
@@ -311,6 +315,7 @@ impl RedisEngine {
             commands,
             dirty: Mutex::new(HashSet::new()),
             dirty_added: Notify::new(),
+            lease_writer: tokio::sync::Mutex::new(()),
             awaited: Mutex::new(HashSet::new()),
             next_token: AtomicU64::new(1),
             delivered_here: Notify::new(),
@@ -749,8 +754,9 @@ impl Engine for RedisEngine {
             if !shared.health.available() {
                 return;
             }
-            let keys: Vec<Box<str>> = Shared::lock(&shared.dirty).drain().collect();
             let settle = async {
+                let _writing = shared.lease_writer.lock().await;
+                let keys: Vec<Box<str>> = Shared::lock(&shared.dirty).drain().collect();
                 for key in keys {
                     let local = shared.channels.get(&*key).map_or(0, |c| c.len());
                     if write_lease(shared, &key, local).await.is_err() {
@@ -769,17 +775,23 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     let mut refresh = tokio::time::interval(LEASE_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let keys: Vec<Box<str>> = tokio::select! {
+        let changed = tokio::select! {
             () = stop.cancelled() => return,
-            () = shared.dirty_added.notified() => {
-                Shared::lock(&shared.dirty).drain().collect()
-            }
-            _ = refresh.tick() => shared
+            () = shared.dirty_added.notified() => true,
+            _ = refresh.tick() => false,
+        };
+        // Taken before the keys: what this batch drains from `dirty`, it writes before
+        // `settle` can look.
+        let _writing = shared.lease_writer.lock().await;
+        let keys: Vec<Box<str>> = if changed {
+            Shared::lock(&shared.dirty).drain().collect()
+        } else {
+            shared
                 .channels
                 .iter()
                 .filter(|channel| !channel.is_empty())
                 .map(|channel| channel.key().clone())
-                .collect(),
+                .collect()
         };
         if !shared.health.available() {
             // The leases are written again once Redis is back (the listener's catch-up).
