@@ -1,9 +1,9 @@
 //! One WebSocket connection: greeting, read loop, batched writer and heartbeat.
 //!
-//! Everything runs in a single task, one `select!` over the socket, the outbox and the
-//! shutdown signal. The keep-alive has no timer here: the relay's one keep-alive timer
-//! (`heartbeat`) wakes the task through its outbox when a Ping is due or a Pong is
-//! overdue. One task (rather than a reader, a writer and a pinger) keeps an idle
+//! Everything runs in a single task, one `select!` over the socket and the outbox. The
+//! keep-alive and the drain have no timer or waiter here: the relay's one keep-alive
+//! timer (`heartbeat`) wakes the task through its outbox when a Ping is due, a Pong is
+//! overdue or the relay shuts down. One task (rather than a reader, a writer and a pinger) keeps an idle
 //! connection to a few KiB. The task ends with a [`CloseReason`],
 //! and on every path it releases its key and closes its outbox, so late producers stop
 //! counting it as a recipient.
@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::UNAUTHORIZED;
@@ -96,7 +94,6 @@ pub fn serve<S: Transport>(
     mut ws: WebSocketStream<Socket<S>>,
     remote: SocketAddr,
     state: Arc<RelayState>,
-    shutdown: CancellationToken,
     admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
     ws.get_mut().set_limit(state.config.message_timeout);
@@ -121,7 +118,7 @@ pub fn serve<S: Transport>(
     // An async block that uses `connection` in place: an `async fn` taking it by value
     // would store it twice (rust-lang/rust#62958).
     async move {
-        let reason = match connection.run(shutdown).await {
+        let reason = match connection.run().await {
             Ok(()) => CloseReason::ClientClose,
             Err(reason) => reason,
         };
@@ -190,26 +187,22 @@ impl<S: Transport> Connection<S> {
         self.report_suppressed();
     }
 
-    async fn run(&mut self, shutdown: CancellationToken) -> Ended {
+    async fn run(&mut self) -> Ended {
         let greeting = Message::text(self.state.config.greeting.as_str());
         self.ws
             .send(greeting)
             .await
             .map_err(|e| self.socket_error(e))?;
 
-        // Created once and polled by reference: making a new shutdown future every loop
-        // turn would register and unregister a waiter on one token shared by everyone.
-        let mut shutdown = pin!(shutdown.cancelled_owned());
         // The handlers' futures are boxed: this loop's state is part of every idle
         // connection's task, and unboxed the largest handler (a batched write, a frame)
         // would add its size to all of them; boxed, it costs an allocation while it runs.
         loop {
             tokio::select! {
-                () = &mut shutdown => return Err(CloseReason::Shutdown),
                 () = self.peer.outbox.ready() => {
                     // The relay's keep-alive timer wakes the task through the outbox.
                     if let Some(due) = self.peer.beat.take_due() {
-                        self.keep_alive(due).await?;
+                        Box::pin(self.keep_alive(due)).await?;
                     }
                     Box::pin(self.write_queued()).await?
                 }
@@ -224,10 +217,11 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// Does what the keep-alive timer found due: a Ping, or the end of a connection
-    /// whose last Ping went unanswered.
+    /// Does what the keep-alive timer found due: a Ping, the end of a connection whose
+    /// last Ping went unanswered, or the drain.
     async fn keep_alive(&mut self, due: Due) -> Ended {
         match due {
+            Due::Shutdown => Err(CloseReason::Shutdown),
             Due::Ping => {
                 trace!("conn {} ping", self.peer.id);
                 Box::pin(self.write(Some(Message::Ping(Default::default())), false)).await
