@@ -423,29 +423,55 @@ async fn listen(session: &Listening<'_>, since: String, interrupt: &mut Interrup
     let mut progress = Progress { received: 0, since };
     let mut backoff = Backoff::default();
     loop {
-        let stopped = listen_once(session, &mut progress, &mut backoff, interrupt);
-        let error = match stopped.await {
-            Ok(Stop::Done) => return EXIT_OK,
-            Ok(Stop::TimedOut) => {
-                eprintln!("timed out after {} message(s)", progress.received);
-                return EXIT_TIMEOUT;
-            }
-            Ok(Stop::Interrupted(signal)) => return interrupted(signal),
+        let stopped = listen_once(session, &mut progress, &mut backoff, interrupt).await;
+        let timed_out = || {
+            eprintln!("timed out after {} message(s)", progress.received);
+            EXIT_TIMEOUT
+        };
+        let retry = Retry {
+            deadline: session.deadline,
+            timed_out: &timed_out,
+        };
+        if let Some(code) = retry.after(stopped, &mut backoff, interrupt).await {
+            return code;
+        }
+    }
+}
+
+/// What `listen` and `watch` do between connections: end with an exit code, or wait out
+/// the backoff and connect again.
+struct Retry<'a> {
+    /// Give up (timed out) at this instant.
+    deadline: Option<Instant>,
+    /// Says how far it got and gives the exit code of a timeout.
+    timed_out: &'a dyn Fn() -> u8,
+}
+
+impl Retry<'_> {
+    /// The exit code when `stopped` ends the command, or when the deadline or a signal
+    /// comes during the backoff; `None` to connect again.
+    async fn after(
+        &self,
+        stopped: Result<Stop, Error>,
+        backoff: &mut Backoff,
+        interrupt: &mut Interrupt,
+    ) -> Option<u8> {
+        let error = match stopped {
+            Ok(Stop::Done) => return Some(EXIT_OK),
+            Ok(Stop::TimedOut) => return Some((self.timed_out)()),
+            Ok(Stop::Interrupted(signal)) => return Some(interrupted(signal)),
             // Retrying cannot fix these: they need a person.
             Err(
                 e @ (Error::Url(_) | Error::Tls(_) | Error::Certificate(_) | Error::Rejected(_)),
-            ) => return report(&e),
+            ) => return Some(report(&e)),
             Err(e) => e,
         };
         let delay = backoff.next_delay();
         eprintln!("{error}; reconnecting in {}", human(delay));
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = until(session.deadline) => {
-                eprintln!("timed out after {} message(s)", progress.received);
-                return EXIT_TIMEOUT;
-            }
-            signal = interrupt.recv() => return interrupted(signal),
+            () = tokio::time::sleep(delay) => None,
+            () = until(self.deadline) => Some((self.timed_out)()),
+            signal = interrupt.recv() => Some(interrupted(signal)),
         }
     }
 }
@@ -555,27 +581,17 @@ async fn watch(session: &Watching<'_>, interrupt: &mut Interrupt) -> u8 {
     let mut printed = Printed::default();
     let mut backoff = Backoff::default();
     loop {
-        let error = match watch_once(session, &mut printed, &mut backoff, interrupt).await {
-            Ok(Stop::Done) => return EXIT_OK,
-            Ok(Stop::TimedOut) => {
-                eprintln!("timed out after {} line(s)", printed.lines);
-                return EXIT_TIMEOUT;
-            }
-            Ok(Stop::Interrupted(signal)) => return interrupted(signal),
-            Err(
-                e @ (Error::Url(_) | Error::Tls(_) | Error::Certificate(_) | Error::Rejected(_)),
-            ) => return report(&e),
-            Err(e) => e,
+        let stopped = watch_once(session, &mut printed, &mut backoff, interrupt).await;
+        let timed_out = || {
+            eprintln!("timed out after {} line(s)", printed.lines);
+            EXIT_TIMEOUT
         };
-        let delay = backoff.next_delay();
-        eprintln!("{error}; reconnecting in {}", human(delay));
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = until(session.deadline) => {
-                eprintln!("timed out after {} line(s)", printed.lines);
-                return EXIT_TIMEOUT;
-            }
-            signal = interrupt.recv() => return interrupted(signal),
+        let retry = Retry {
+            deadline: session.deadline,
+            timed_out: &timed_out,
+        };
+        if let Some(code) = retry.after(stopped, &mut backoff, interrupt).await {
+            return code;
         }
     }
 }
