@@ -199,10 +199,8 @@ async def listen(
             pass  # dropped, refused or unreachable: try again after a while
         except InvalidURI:
             raise
-        # Exponential backoff with jitter, so a restarted relay is not hit by all at once.
-        ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
+        await _back_off(attempt)
         attempt += 1
-        await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
 
 
 async def watch(
@@ -228,23 +226,34 @@ async def watch(
                     state = await _watch(ws, key, (tokens or {}).get(key), early)
                     early.append(state)
                 attempt = 0
+
+                def changed(state: Optional[Presence]) -> bool:
+                    if state is None or last.get(state.key) == state:
+                        return False
+                    last[state.key] = state
+                    return True
+
                 for item in early:
                     state = item if isinstance(item, Presence) else _presence(item)
-                    if state is not None and last.get(state.key) != state:
-                        last[state.key] = state
+                    if changed(state):
                         yield state
                 async for frame in ws:
                     state = _presence(frame)
-                    if state is not None and last.get(state.key) != state:
-                        last[state.key] = state
+                    if changed(state):
                         yield state
         except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError, _Refused):
             pass  # dropped, refused or unreachable: try again after a while
         except InvalidURI:
             raise
-        ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
+        await _back_off(attempt)
         attempt += 1
-        await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
+
+
+async def _back_off(attempt: int) -> None:
+    """Wait before reconnect number ``attempt + 1``: exponential backoff with jitter, so
+    a restarted relay is not hit by all its clients at once."""
+    ceiling = min(FIRST_RETRY_S * 2 ** min(attempt, 16), MAX_RETRY_S)
+    await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
 
 
 async def _watch(
