@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::config::StreamConfig;
-use crate::engine::stream::{Removed, Stream, STREAM_OVERHEAD};
+use crate::engine::stream::{Appended, Removed, Stream, StreamTag, STREAM_OVERHEAD};
 use crate::engine::watchers::Watchers;
 use crate::engine::{
     now, Engine, EngineFuture, EngineStats, Eviction, Outgoing, Position, Preamble, Published,
@@ -60,14 +60,34 @@ impl Channel {
 /// A retained message's place in the global retention queue.
 #[derive(Debug)]
 struct Held {
-    /// The key it was retained under.
-    key: Arc<str>,
     /// The stream incarnation it belongs to (a key's stream may be dropped and made anew).
-    epoch: Arc<str>,
+    stream: Arc<StreamTag>,
     /// Its sequence number in that stream.
     seq: u64,
     /// When it was appended.
     at: Instant,
+}
+
+/// Every retained message, oldest first, and what they cost together. One lock for the
+/// queue and its counts: a publish takes it once, rather than bouncing several counters
+/// shared by every worker between the cores.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// One entry per message appended, oldest first; entries of messages that left their
+    /// stream otherwise (max, collapse, a dropped stream) wait for their turn or the next
+    /// compaction.
+    queue: VecDeque<Held>,
+    /// Messages retained now.
+    messages: usize,
+    /// What they count against the memory cap.
+    bytes: usize,
+}
+
+impl Ledger {
+    fn removed(&mut self, removed: Removed) {
+        self.messages -= removed.count;
+        self.bytes -= removed.bytes;
+    }
 }
 
 /// The embedded engine. See the module docs.
@@ -75,15 +95,13 @@ struct Held {
 pub struct MemoryEngine {
     /// Every key with subscribers or retained messages.
     channels: DashMap<Box<str>, Channel>,
-    /// Every retained message, oldest first (entries of evicted messages are skipped).
-    held: Mutex<VecDeque<Held>>,
-    /// Messages retained now.
-    retained_messages: AtomicUsize,
+    /// Every retained message and their count and cost.
+    ledger: Mutex<Ledger>,
     /// Keys with at least one subscriber, counted as a key's first arrives and last
     /// leaves (so `/metrics` need not walk every key).
     live_keys: AtomicUsize,
-    /// Bytes they count against the memory cap.
-    retained_bytes: AtomicUsize,
+    /// What the streams themselves (not their messages) count against the memory cap.
+    stream_bytes: AtomicUsize,
     /// Retention settings.
     config: StreamConfig,
     /// Names stream incarnations: unique to this process, and a new one for each stream.
@@ -97,10 +115,9 @@ impl MemoryEngine {
     pub fn new(config: StreamConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             channels: DashMap::new(),
-            held: Mutex::new(VecDeque::new()),
-            retained_messages: AtomicUsize::new(0),
+            ledger: Mutex::new(Ledger::default()),
             live_keys: AtomicUsize::new(0),
-            retained_bytes: AtomicUsize::new(0),
+            stream_bytes: AtomicUsize::new(0),
             config,
             epochs: EpochSource::new(),
             metrics,
@@ -113,9 +130,9 @@ impl MemoryEngine {
 
     /// A new stream, counted against the memory cap until its channel is dropped.
     fn new_stream(&self, key: &str) -> Box<Stream> {
-        self.retained_bytes
+        self.stream_bytes
             .fetch_add(STREAM_OVERHEAD, Ordering::Relaxed);
-        Box::new(Stream::new(key.into(), self.epochs.next()))
+        Box::new(Stream::new(key, self.epochs.next()))
     }
 
     /// Drops `key`'s channel if nothing uses it any more. Checked under the shard's write
@@ -125,7 +142,7 @@ impl MemoryEngine {
             .channels
             .remove_if(key, |_, channel| channel.is_unused());
         if removed.is_some_and(|(_, channel)| channel.stream.is_some()) {
-            self.retained_bytes
+            self.stream_bytes
                 .fetch_sub(STREAM_OVERHEAD, Ordering::Relaxed);
         }
     }
@@ -156,7 +173,7 @@ impl MemoryEngine {
         };
         let buffered = outcome.delivered == 0;
         let stream = channel.stream.get_or_insert_with(|| self.new_stream(key));
-        let (held_key, epoch) = (Arc::clone(stream.key()), Arc::clone(stream.epoch()));
+        let tag = Arc::clone(stream.tag());
         let appended = stream.append(
             message.payload,
             at,
@@ -165,13 +182,14 @@ impl MemoryEngine {
             self.config.buffer_max,
         );
         drop(channel);
-        self.account_append(appended.bytes, appended.evicted, appended.collapsed);
-        self.hold(Held {
-            key: held_key,
-            epoch,
-            seq: appended.seq,
-            at,
-        });
+        self.hold(
+            Held {
+                stream: tag,
+                seq: appended.seq,
+                at,
+            },
+            appended,
+        );
         Published {
             delivered: outcome.delivered,
             overflowed: outcome.overflowed,
@@ -303,78 +321,80 @@ impl MemoryEngine {
         }
     }
 
-    fn account_append(&self, added: usize, evicted: Removed, collapsed: Removed) {
-        self.retained_messages.fetch_add(1, Ordering::Relaxed);
-        self.retained_bytes.fetch_add(added, Ordering::Relaxed);
-        self.account_removed(evicted, Some(Eviction::Max));
-        self.account_removed(collapsed, None);
-        self.metrics
-            .messages_collapsed
-            .inc_by(collapsed.count as u64);
-    }
-
-    fn account_removed(&self, removed: Removed, reason: Option<Eviction>) {
-        if removed.count == 0 {
-            return;
+    /// Counts an appended message and what it pushed out, adds it to the retention queue
+    /// and applies the memory cap.
+    fn hold(&self, held: Held, appended: Appended) {
+        let mut ledger = self.ledger();
+        ledger.messages += 1;
+        ledger.bytes += appended.bytes;
+        ledger.removed(appended.evicted);
+        ledger.removed(appended.collapsed);
+        if appended.evicted.count > 0 {
+            self.metrics
+                .evicted(Eviction::Max, appended.evicted.count as u64);
         }
-        self.retained_messages
-            .fetch_sub(removed.count, Ordering::Relaxed);
-        self.retained_bytes
-            .fetch_sub(removed.bytes, Ordering::Relaxed);
-        if let Some(reason) = reason {
-            self.metrics.evicted(reason, removed.count as u64);
+        if appended.collapsed.count > 0 {
+            self.metrics
+                .messages_collapsed
+                .inc_by(appended.collapsed.count as u64);
         }
-    }
-
-    /// Adds a retained message to the global queue and applies the memory cap.
-    fn hold(&self, held: Held) {
-        let mut queue = self.queue();
-        queue.push_back(held);
-        while self.retained_bytes.load(Ordering::Relaxed) > self.config.buffer_memory {
-            let Some(oldest) = queue.pop_front() else {
+        ledger.queue.push_back(held);
+        let stream_bytes = self.stream_bytes.load(Ordering::Relaxed);
+        while ledger.bytes + stream_bytes > self.config.buffer_memory {
+            let Some(oldest) = ledger.queue.pop_front() else {
                 break;
             };
-            self.evict(&oldest, Eviction::Memory);
+            self.evict(&mut ledger, &oldest, Eviction::Memory);
         }
-        // Entries of messages that left their stream otherwise (max, collapse) wait for
-        // their turn at the front; keep their number in proportion to the live ones.
-        let live = self.retained_messages.load(Ordering::Relaxed);
-        if queue.len() > 2 * live + 1024 {
-            queue.retain(|held| self.is_retained(held));
+        // Keep the entries of messages gone otherwise in proportion to the live ones. The
+        // stream's tag tells most of them apart; only a stream with collapsed entries
+        // needs a look at the stream itself.
+        if ledger.queue.len() > 2 * ledger.messages + 1024 {
+            ledger.queue.retain(|held| {
+                held.stream.certainly_retained(held.seq)
+                    || (!held.stream.certainly_gone(held.seq) && self.is_retained(held))
+            });
         }
     }
 
     /// Removes `held` (and anything older in its stream) for `reason`. Called with the
-    /// queue locked: the order is always queue, then channel, never the reverse.
-    fn evict(&self, held: &Held, reason: Eviction) {
-        let now_unused = match self.channels.get_mut(&*held.key) {
+    /// ledger locked: the order is always ledger, then channel, never the reverse.
+    fn evict(&self, ledger: &mut Ledger, held: &Held, reason: Eviction) {
+        if held.stream.certainly_gone(held.seq) {
+            return;
+        }
+        let key = held.stream.key();
+        let now_unused = match self.channels.get_mut(key) {
             Some(mut channel) => {
                 let removed = match channel.stream.as_mut() {
-                    Some(stream) if Arc::ptr_eq(stream.epoch(), &held.epoch) => {
+                    Some(stream) if Arc::ptr_eq(stream.tag(), &held.stream) => {
                         stream.evict_through(held.seq)
                     }
                     _ => Removed::default(),
                 };
-                self.account_removed(removed, Some(reason));
+                ledger.removed(removed);
+                if removed.count > 0 {
+                    self.metrics.evicted(reason, removed.count as u64);
+                }
                 channel.is_unused()
             }
             None => false,
         };
         if now_unused {
-            self.drop_if_unused(&held.key);
+            self.drop_if_unused(key);
         }
     }
 
     fn is_retained(&self, held: &Held) -> bool {
-        self.channels.get(&*held.key).is_some_and(|channel| {
+        self.channels.get(held.stream.key()).is_some_and(|channel| {
             channel.stream.as_ref().is_some_and(|stream| {
-                Arc::ptr_eq(stream.epoch(), &held.epoch) && stream.retains(held.seq)
+                Arc::ptr_eq(stream.tag(), &held.stream) && stream.retains(held.seq)
             })
         })
     }
 
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Held>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -427,10 +447,10 @@ impl Engine for MemoryEngine {
         let Some(deadline) = now.checked_sub(self.config.buffer_ttl) else {
             return;
         };
-        let mut queue = self.queue();
-        while queue.front().is_some_and(|held| held.at < deadline) {
-            if let Some(oldest) = queue.pop_front() {
-                self.evict(&oldest, Eviction::Ttl);
+        let mut ledger = self.ledger();
+        while ledger.queue.front().is_some_and(|held| held.at < deadline) {
+            if let Some(oldest) = ledger.queue.pop_front() {
+                self.evict(&mut ledger, &oldest, Eviction::Ttl);
             }
         }
     }
@@ -440,10 +460,11 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> EngineStats {
+        let ledger = self.ledger();
         EngineStats {
             keys: self.live_keys.load(Ordering::Relaxed),
-            retained_messages: self.retained_messages.load(Ordering::Relaxed),
-            retained_bytes: self.retained_bytes.load(Ordering::Relaxed),
+            retained_messages: ledger.messages,
+            retained_bytes: ledger.bytes + self.stream_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -486,5 +507,98 @@ impl EpochSource {
     pub(crate) fn next(&self) -> Arc<str> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n:x}", self.run).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Payload;
+
+    fn engine(buffer_max: usize, buffer_memory: usize) -> MemoryEngine {
+        let config = StreamConfig {
+            buffer_max,
+            buffer_ttl: Duration::from_secs(120),
+            buffer_memory,
+        };
+        MemoryEngine::new(config, Arc::new(Metrics::new()))
+    }
+
+    fn send(engine: &MemoryEngine, key: &str, text: &str, collapse: Option<&str>) {
+        let mut message = Outgoing::plain(Payload::text(text.to_owned()));
+        message.collapse = collapse.map(Into::into);
+        engine.publish_now(key, message);
+    }
+
+    fn queued(engine: &MemoryEngine) -> usize {
+        engine.ledger().queue.len()
+    }
+
+    #[test]
+    fn the_retention_queue_stays_in_proportion_to_what_is_retained() {
+        let engine = engine(2, usize::MAX);
+        for i in 0..20_000 {
+            send(&engine, &format!("k{}", i % 10), "m", None);
+        }
+        assert_eq!(engine.stats().retained_messages, 20);
+        // Entries of messages evicted by --buffer-max are dropped by compaction.
+        assert!(queued(&engine) <= 2 * 20 + 1024 + 1, "{}", queued(&engine));
+    }
+
+    #[test]
+    fn compaction_keeps_what_a_collapse_left_and_drops_what_it_superseded() {
+        let engine = engine(256, usize::MAX);
+        send(&engine, "k", "first", None);
+        // Collapse until a compaction has just run, with the newest message's entry
+        // among those it looked at.
+        let mut before = queued(&engine);
+        for _ in 0..5_000 {
+            send(&engine, "k", "progress", Some("p"));
+            if queued(&engine) < before {
+                break;
+            }
+            before = queued(&engine);
+        }
+        assert_eq!(engine.stats().retained_messages, 2);
+        assert!(queued(&engine) < before, "no compaction ran");
+        assert!(queued(&engine) <= 2 * 2 + 1024 + 1, "{}", queued(&engine));
+        // Both live messages are still reachable from the queue: the TTL finds them.
+        engine.tick(Instant::now() + Duration::from_secs(121));
+        assert_eq!(engine.stats().retained_messages, 0);
+        assert_eq!(engine.metrics.evicted_count(Eviction::Ttl), 2);
+    }
+
+    #[test]
+    fn the_memory_cap_evicts_the_oldest_live_message_past_superseded_ones() {
+        let mut engine = engine(256, usize::MAX);
+        send(&engine, "k", "first", None);
+        for _ in 0..3 {
+            send(&engine, "k", "progress", Some("p"));
+        }
+        // One byte short of what a new key's first message brings: one message must go.
+        let x_cost = STREAM_OVERHEAD + crate::engine::stream::ENTRY_OVERHEAD + 1;
+        engine.config.buffer_memory = engine.stats().retained_bytes + x_cost - 1;
+        send(&engine, "other", "x", None);
+        let retained = |key: &str| {
+            engine
+                .channels
+                .get(key)
+                .map_or(0, |c| c.stream.as_ref().map_or(0, |s| s.len()))
+        };
+        assert_eq!((retained("k"), retained("other")), (1, 1));
+        assert_eq!(engine.metrics.evicted_count(Eviction::Memory), 1);
+    }
+
+    #[test]
+    fn a_dropped_stream_leaves_no_retained_messages_counted() {
+        let engine = engine(256, usize::MAX);
+        for _ in 0..3 {
+            send(&engine, "k", "m", None);
+        }
+        engine.tick(Instant::now() + Duration::from_secs(121));
+        let stats = engine.stats();
+        assert_eq!((stats.retained_messages, stats.retained_bytes), (0, 0));
+        assert_eq!(queued(&engine), 0);
+        assert!(engine.channels.is_empty(), "the unused key is dropped");
     }
 }

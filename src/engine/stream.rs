@@ -5,6 +5,7 @@
 //! passes the time in, so every rule here is unit-tested without a server.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -122,14 +123,46 @@ pub struct Replay {
     pub entries: Vec<Entry>,
 }
 
-/// The retained messages of one key. See the module docs.
+/// What outlives a stream's lock: its key, its epoch and how much of it is gone, shared
+/// with the engine's retention queue. The queue holds one entry per retained message, and
+/// entries of messages that left their stream early (`--buffer-max`, a stream dropped)
+/// are told apart here with one load instead of a look-up of the key.
 #[derive(Debug)]
-pub struct Stream {
-    /// The key, shared with the engine's retention queue entries.
-    key: Arc<str>,
+pub struct StreamTag {
+    /// The key the stream belongs to.
+    key: Box<str>,
     /// This incarnation of the key's history; a new stream (after the old one was dropped,
     /// or after a restart) gets a new epoch, so old cursors cannot be mistaken for new ones.
     epoch: Arc<str>,
+    /// Every seq up to this one has left the stream (`u64::MAX` once it is dropped).
+    gone_through: AtomicU64,
+    /// Some entry left out of order (collapsed): entries above `gone_through` may be gone.
+    holes: AtomicBool,
+}
+
+impl StreamTag {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether message `seq` is certainly no longer in the stream. `false` means it may
+    /// be: after a collapse only the stream itself can tell.
+    pub fn certainly_gone(&self, seq: u64) -> bool {
+        seq <= self.gone_through.load(Ordering::Relaxed)
+    }
+
+    /// Whether message `seq` is certainly still in the stream, without asking it.
+    pub fn certainly_retained(&self, seq: u64) -> bool {
+        !self.certainly_gone(seq) && !self.holes.load(Ordering::Relaxed)
+    }
+}
+
+/// The retained messages of one key. See the module docs.
+#[derive(Debug)]
+pub struct Stream {
+    /// Key, epoch and eviction mark, shared with the retention queue.
+    tag: Arc<StreamTag>,
     /// The last sequence number given out (0: none yet).
     last_seq: u64,
     /// Retained entries, by increasing `seq` (not contiguous once some were collapsed).
@@ -138,31 +171,41 @@ pub struct Stream {
     evicted_through: u64,
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.tag.gone_through.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
 impl Stream {
     /// An empty stream of `key`, of a new epoch.
-    pub fn new(key: Arc<str>, epoch: Arc<str>) -> Self {
+    pub fn new(key: &str, epoch: Arc<str>) -> Self {
         Self {
-            key,
-            epoch,
+            tag: Arc::new(StreamTag {
+                key: key.into(),
+                epoch,
+                gone_through: AtomicU64::new(0),
+                holes: AtomicBool::new(false),
+            }),
             last_seq: 0,
             entries: VecDeque::new(),
             evicted_through: 0,
         }
     }
 
-    /// The key this stream belongs to.
-    pub fn key(&self) -> &Arc<str> {
-        &self.key
+    /// The key, epoch and eviction mark, as the retention queue holds them.
+    pub fn tag(&self) -> &Arc<StreamTag> {
+        &self.tag
     }
 
     /// This stream's epoch.
     pub fn epoch(&self) -> &Arc<str> {
-        &self.epoch
+        &self.tag.epoch
     }
 
     /// The position of message `seq` of this stream.
     pub fn position(&self, seq: u64) -> Position {
-        Position::new(Arc::clone(&self.epoch), seq)
+        Position::new(Arc::clone(&self.tag.epoch), seq)
     }
 
     /// The stream's end: the position of the last message appended.
@@ -207,6 +250,7 @@ impl Stream {
             {
                 if let Some(old) = self.entries.remove(i) {
                     collapsed.add(&old);
+                    self.tag.holes.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -259,6 +303,9 @@ impl Stream {
     fn evict_front(&mut self) -> Option<Entry> {
         let old = self.entries.pop_front()?;
         self.evicted_through = self.evicted_through.max(old.seq);
+        // Every seq up to this one is gone: older ones left before it, in order or
+        // collapsed.
+        self.tag.gone_through.store(old.seq, Ordering::Relaxed);
         Some(old)
     }
 
@@ -279,7 +326,7 @@ impl Stream {
         let (from, gap) = match since {
             Since::Latest => (self.last_seq, false),
             Since::Earliest => (0, false),
-            Since::After(position) if position.epoch == self.epoch => {
+            Since::After(position) if position.epoch == self.tag.epoch => {
                 let seq = position.seq;
                 if seq > self.last_seq || seq < self.evicted_through {
                     (0, true)
@@ -313,7 +360,7 @@ mod tests {
     }
 
     fn stream() -> Stream {
-        Stream::new("k".into(), "e1".into())
+        Stream::new("k", "e1".into())
     }
 
     fn after(stream: &Stream, seq: u64) -> Since {
