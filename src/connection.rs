@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::auth::UNAUTHORIZED;
 use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
-use crate::heartbeat::Due;
+use crate::heartbeat::{Due, Slot};
 use crate::limits::{FrameLimit, FrameVerdict, IpSlot};
 use crate::log_limit::{self, Admit, LogLimit, SharedLogLimit};
 use crate::log_text::{escaped, preview};
@@ -100,9 +100,10 @@ pub fn serve<S: Transport>(
     let frame_limit = FrameLimit::new(&state.config.limits, Instant::now());
     let peer = Peer::new(state.config.outbox_limits());
     // Its keep-alive is the relay's one timer (see `heartbeat`), not a timer here.
-    state.keepalive.add(&peer);
+    let keepalive = state.keepalive.add(&peer);
     let mut connection = Connection {
         peer,
+        keepalive,
         key: None,
         watching: None,
         log_limit: None,
@@ -151,6 +152,8 @@ struct Connection<S> {
     /// Write batches to go before this connection counts as quiet again: see
     /// `write_queued`.
     busy: u8,
+    /// Its entry in the relay's keep-alive wheel, taken out when it ends.
+    keepalive: Slot,
 }
 
 impl<S: Transport> Connection<S> {
@@ -772,7 +775,7 @@ impl<S: Transport> Connection<S> {
     /// Makes this connection unreachable: no key, and an outbox that refuses pushes.
     fn release(&mut self) {
         self.peer.outbox.close();
-        self.peer.beat.end();
+        self.state.keepalive.remove(self.keepalive, &self.peer);
         if let Some(key) = self.key.take() {
             self.state.engine.unsubscribe(&key, &self.peer);
         }

@@ -22,7 +22,7 @@
 //! `timeout` plus one tick after its Ping.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
@@ -98,8 +98,6 @@ const AWAITING_PONG: u8 = 1;
 const PING_DUE: u8 = 2;
 /// The Pong did not come in time: the connection task must close.
 const TIMED_OUT: u8 = 4;
-/// The connection has ended: the wheel forgets it at its next visit.
-const ENDED: u8 = 8;
 /// The connection's place in the wheel is its Pong deadline (else its next Ping).
 const AT_PONG_DEADLINE: u8 = 16;
 /// The relay is shutting down: the connection task must close.
@@ -140,15 +138,9 @@ impl Beat {
         }
     }
 
-    /// Tells the connection the relay is shutting down (it stays told); false if it
-    /// has ended already.
-    fn shut_down(&self) -> bool {
-        self.0.fetch_or(SHUTDOWN, Ordering::AcqRel) & ENDED == 0
-    }
-
-    /// Marks the connection ended, so the wheel lets go of it.
-    pub fn end(&self) {
-        self.0.fetch_or(ENDED, Ordering::AcqRel);
+    /// Tells the connection the relay is shutting down (it stays told).
+    fn shut_down(&self) {
+        self.0.fetch_or(SHUTDOWN, Ordering::AcqRel);
     }
 }
 
@@ -159,7 +151,7 @@ pub struct Visit {
     pub beat: u8,
     /// Whether its task must be woken (a Ping to send, or a close).
     pub wake: bool,
-    /// In how many ticks the wheel visits it again; `None`: never (ended, timed out).
+    /// In how many ticks the wheel visits it again; `None`: never (timed out).
     pub again: Option<u64>,
 }
 
@@ -172,13 +164,6 @@ pub fn visit(beat: u8, plan: Plan) -> Visit {
         wake: false,
         again: Some(again),
     };
-    if beat & ENDED != 0 {
-        return Visit {
-            beat,
-            wake: false,
-            again: None,
-        };
-    }
     let awaiting = beat & AWAITING_PONG != 0;
     if beat & AT_PONG_DEADLINE != 0 {
         if awaiting {
@@ -213,6 +198,153 @@ pub fn visit(beat: u8, plan: Plan) -> Visit {
     }
 }
 
+/// Where a connection's entry is in the wheel: an index into [`KeepAlive`]'s slab, kept
+/// by the connection task (4 bytes in its own state, not in the [`Peer`], which must stay
+/// in the 160-byte allocation class) so it can take itself out when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u32);
+
+impl Slot {
+    /// No entry: what [`KeepAlive::add`] gives when the slab is full (4 billion entries,
+    /// far past any connection limit); removing it does nothing.
+    pub const NONE: Slot = Slot(u32::MAX);
+}
+
+/// The capacity a bucket keeps when entries leave it; past it, a bucket less than a
+/// quarter full is shrunk.
+const BUCKET_KEPT_CAPACITY: usize = 16;
+
+/// The end of the slab's free list.
+const NO_FREE: u32 = u32::MAX;
+
+/// One connection's entry in the slab.
+#[derive(Debug)]
+struct Entry {
+    /// The connection, weakly: the wheel never keeps a closed connection's outbox (and
+    /// through its waker, the finished task's whole cell) alive. `Weak::new()` (which
+    /// allocates nothing) when the entry is free.
+    peer: Weak<Peer>,
+    /// The bucket it is in (when in use).
+    bucket: u32,
+    /// Its index in that bucket (when in use), or the next free entry (when free).
+    index: u32,
+}
+
+/// The wheel's data, behind one lock.
+///
+/// Entries live in a slab that never moves them: a connection keeps its [`Slot`] for
+/// its whole life, and each entry records where it is in its bucket, so taking a closed
+/// connection out is O(1) and immediate (a `swap_remove` from its bucket, the entry put
+/// on the free list). Compaction (dropping dead entries once they pass a fraction of the
+/// live ones) would need no slot in the connection, but leaves up to that fraction of
+/// closed connections (and their 160-byte `Peer`s) behind under churn and costs a sweep
+/// of the whole wheel; the slab leaves nothing behind and its memory is bounded by the
+/// most connections ever open at once (16 bytes an entry plus 4 in a bucket), reused
+/// through the free list rather than grown.
+#[derive(Debug)]
+struct Wheel {
+    /// The slab of entries.
+    entries: Vec<Entry>,
+    /// The first free entry, or [`NO_FREE`].
+    free: u32,
+    /// Entries in use.
+    live: usize,
+    /// The ring: bucket `t % len` holds the slots of the connections due at tick `t`.
+    /// A connection is in exactly one bucket.
+    buckets: Box<[Vec<u32>]>,
+}
+
+impl Wheel {
+    fn new(buckets: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            free: NO_FREE,
+            live: 0,
+            buckets: (0..buckets).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// The bucket of `tick`.
+    fn bucket_of(&self, tick: u64) -> u32 {
+        // The ring has at most MAX_BUCKETS buckets, so the remainder fits.
+        (tick % self.buckets.len() as u64) as u32
+    }
+
+    /// Takes a free entry for `peer`, due at `tick`; [`Slot::NONE`] if the slab is full.
+    fn insert(&mut self, tick: u64, peer: Weak<Peer>) -> Slot {
+        let slot = if self.free != NO_FREE {
+            let slot = self.free;
+            let entry = &mut self.entries[slot as usize];
+            self.free = entry.index;
+            entry.peer = peer;
+            slot
+        } else {
+            let Ok(slot) = u32::try_from(self.entries.len()) else {
+                return Slot::NONE;
+            };
+            if slot == NO_FREE {
+                return Slot::NONE;
+            }
+            self.entries.push(Entry {
+                peer,
+                bucket: 0,
+                index: 0,
+            });
+            slot
+        };
+        self.live += 1;
+        self.place(slot, tick);
+        Slot(slot)
+    }
+
+    /// Puts the entry `slot` (in use, in no bucket) in the bucket of `tick`.
+    fn place(&mut self, slot: u32, tick: u64) {
+        let bucket = self.bucket_of(tick);
+        let list = &mut self.buckets[bucket as usize];
+        // A bucket never holds more entries than the slab, whose indices fit a u32.
+        let index = list.len() as u32;
+        list.push(slot);
+        let entry = &mut self.entries[slot as usize];
+        entry.bucket = bucket;
+        entry.index = index;
+    }
+
+    /// Frees the entry `slot` (in use, already out of its bucket).
+    fn release(&mut self, slot: u32) {
+        let entry = &mut self.entries[slot as usize];
+        entry.peer = Weak::new();
+        entry.index = self.free;
+        self.free = slot;
+        self.live -= 1;
+    }
+
+    /// Takes `peer`'s entry out, if `slot` still holds it (the wheel may have let go of
+    /// it at a time-out, and the slot may hold another connection since).
+    fn remove(&mut self, slot: Slot, peer: &Arc<Peer>) -> bool {
+        let Some(entry) = self.entries.get(slot.0 as usize) else {
+            return false;
+        };
+        // `peer` is alive, so no other `Peer` can be at its address: pointer equality
+        // is identity.
+        if !std::ptr::eq(entry.peer.as_ptr(), Arc::as_ptr(peer)) {
+            return false;
+        }
+        let (bucket, index) = (entry.bucket as usize, entry.index as usize);
+        let list = &mut self.buckets[bucket];
+        list.swap_remove(index);
+        if let Some(&moved) = list.get(index) {
+            self.entries[moved as usize].index = index as u32;
+        }
+        // Under churn a bucket fills and empties before its visit: give back what it no
+        // longer needs (halving at a quarter full: amortized O(1), at most 4x its length).
+        if list.capacity() > BUCKET_KEPT_CAPACITY && list.len() < list.capacity() / 4 {
+            list.shrink_to(list.len() * 2);
+        }
+        self.release(slot.0);
+        true
+    }
+}
+
 /// The relay's one keep-alive timer. See the module docs.
 #[derive(Debug)]
 pub struct KeepAlive {
@@ -223,9 +355,9 @@ pub struct KeepAlive {
     start: Instant,
     /// Set when the relay shuts down: a connection added later is told at once.
     shutting_down: AtomicBool,
-    /// The ring: bucket `t % len` holds the connections due at tick `t`. A connection is
-    /// in at most one bucket.
-    buckets: Box<[Mutex<Vec<Arc<Peer>>>]>,
+    /// The entries and the ring. One lock: connections take it once when they open and
+    /// once when they end, the timer once per tick.
+    wheel: Mutex<Wheel>,
 }
 
 impl KeepAlive {
@@ -237,28 +369,49 @@ impl KeepAlive {
             visited: AtomicU64::new(0),
             start: Instant::now(),
             shutting_down: AtomicBool::new(false),
-            buckets: (0..plan.buckets()).map(|_| Mutex::default()).collect(),
+            wheel: Mutex::new(Wheel::new(plan.buckets())),
         }
     }
 
-    /// Starts `peer`'s keep-alive: its first Ping goes out `interval` from now.
-    pub fn add(&self, peer: &Arc<Peer>) {
+    fn wheel(&self) -> MutexGuard<'_, Wheel> {
+        self.wheel.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts `peer`'s keep-alive: its first Ping goes out `interval` from now. The
+    /// connection keeps the [`Slot`] and gives it to [`KeepAlive::remove`] when it ends.
+    pub fn add(&self, peer: &Arc<Peer>) -> Slot {
         // The tick being visited may be the next one; `interval` ticks after it is
         // still a bucket the ticker has not reached.
         let next = self.visited.load(Ordering::Acquire) + 1;
-        self.insert(next + self.plan.interval, Arc::clone(peer));
+        let slot = self
+            .wheel()
+            .insert(next + self.plan.interval, Arc::downgrade(peer));
         // After the insert: either the shutdown's sweep finds it, or this sees the flag.
-        if self.shutting_down.load(Ordering::SeqCst) && peer.beat.shut_down() {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            peer.beat.shut_down();
             peer.outbox.wake_reader();
+        }
+        slot
+    }
+
+    /// Ends `peer`'s keep-alive at once: its entry is freed for the next connection, so a
+    /// closed connection leaves nothing in the wheel. Does nothing if the wheel let go
+    /// of it already (it timed out).
+    pub fn remove(&self, slot: Slot, peer: &Arc<Peer>) {
+        if slot != Slot::NONE {
+            self.wheel().remove(slot, peer);
         }
     }
 
-    fn insert(&self, tick: u64, peer: Arc<Peer>) {
-        let bucket = &self.buckets[(tick % self.buckets.len() as u64) as usize];
-        bucket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(peer);
+    /// The connections in the wheel: every open WebSocket connection, and none that has
+    /// ended.
+    pub fn len(&self) -> usize {
+        self.wheel().live
+    }
+
+    /// Whether no connection is in the wheel.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Visits the due bucket every tick until `cancel`: Pings due are asked of their
@@ -285,12 +438,14 @@ impl KeepAlive {
     /// down, and wakes it.
     fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for bucket in &*self.buckets {
-            for peer in bucket.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-                if peer.beat.shut_down() {
-                    peer.outbox.wake_reader();
-                }
-            }
+        let wheel = self.wheel();
+        for peer in wheel
+            .entries
+            .iter()
+            .filter_map(|entry| entry.peer.upgrade())
+        {
+            peer.beat.shut_down();
+            peer.outbox.wake_reader();
         }
     }
 
@@ -302,9 +457,20 @@ impl KeepAlive {
 
     /// Visits every connection due at `tick`.
     fn visit_tick(&self, tick: u64) {
-        let bucket = &self.buckets[(tick % self.buckets.len() as u64) as usize];
-        let due = std::mem::take(&mut *bucket.lock().unwrap_or_else(PoisonError::into_inner));
-        for peer in due {
+        let mut wheel = self.wheel();
+        let bucket = wheel.bucket_of(tick) as usize;
+        // Taken out, and left empty without its capacity: the connections move on to
+        // other buckets (every step is at least one tick and less than a full turn), and
+        // a bucket that kept its capacity after every visit would, a turn later, hold the
+        // space of all the connections once in every bucket.
+        let due = std::mem::take(&mut wheel.buckets[bucket]);
+        for slot in due {
+            let Some(peer) = wheel.entries[slot as usize].peer.upgrade() else {
+                // Its connection is gone without taking itself out (its task was
+                // dropped): let go of the entry here.
+                wheel.release(slot);
+                continue;
+            };
             let mut outcome = None;
             let _ = peer
                 .beat
@@ -314,12 +480,15 @@ impl KeepAlive {
                     outcome = Some(v);
                     Some(v.beat)
                 });
-            let Some(outcome) = outcome else { continue };
-            if outcome.wake {
-                peer.outbox.wake_reader();
-            }
-            if let Some(again) = outcome.again {
-                self.insert(tick + again, peer);
+            let again = outcome.and_then(|v| {
+                if v.wake {
+                    peer.outbox.wake_reader();
+                }
+                v.again
+            });
+            match again {
+                Some(again) => wheel.place(slot, tick + again),
+                None => wheel.release(slot),
             }
         }
     }
@@ -328,6 +497,7 @@ impl KeepAlive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::OutboxLimits;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -401,12 +571,6 @@ mod tests {
     }
 
     #[test]
-    fn an_ended_connection_is_forgotten() {
-        let v = visit(ENDED | AWAITING_PONG | AT_PONG_DEADLINE, plan(60, 30));
-        assert_eq!((v.wake, v.again), (false, None));
-    }
-
-    #[test]
     fn ticks_are_a_sixteenth_of_the_shorter_setting_and_at_most_a_second() {
         let p = Plan::new(Times {
             interval: Duration::from_millis(100),
@@ -441,10 +605,151 @@ mod tests {
         assert_eq!(beat.take_due(), Some(Due::TimedOut));
         // A shutdown comes first, and stays.
         beat.0.store(PING_DUE, Ordering::Relaxed);
-        assert!(beat.shut_down());
+        beat.shut_down();
         assert_eq!(beat.take_due(), Some(Due::Shutdown));
         assert_eq!(beat.take_due(), Some(Due::Shutdown));
-        beat.end();
-        assert!(!beat.shut_down());
+    }
+
+    const LIMITS: OutboxLimits = OutboxLimits {
+        max_frames: 4,
+        max_bytes: 1024,
+    };
+
+    /// A wheel with one-second ticks, a Ping every 64 and a Pong deadline 32 after it.
+    fn wheel() -> KeepAlive {
+        KeepAlive::new(Times {
+            interval: Duration::from_secs(64),
+            timeout: Duration::from_secs(32),
+        })
+    }
+
+    /// The entries of the wheel's buckets, all of them.
+    fn in_buckets(keepalive: &KeepAlive) -> usize {
+        keepalive.wheel().buckets.iter().map(Vec::len).sum()
+    }
+
+    #[test]
+    fn a_connection_is_visited_at_its_ping_time_and_woken_for_a_ping() {
+        let keepalive = wheel();
+        let (interval, timeout) = (keepalive.plan.interval, keepalive.plan.timeout);
+        assert_eq!((interval, timeout), (64, 32));
+        let peer = Peer::new(LIMITS);
+        let slot = keepalive.add(&peer);
+        assert_ne!(slot, Slot::NONE);
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (1, 1));
+        // Added when tick 0 was the last visited: its Ping is due at 1 + interval.
+        for tick in 1..=interval {
+            keepalive.visit_tick(tick);
+            assert_eq!(peer.beat.take_due(), None, "tick {tick}");
+        }
+        keepalive.visit_tick(1 + interval);
+        assert_eq!(peer.beat.take_due(), Some(Due::Ping));
+        peer.beat.on_pong();
+        // Answered: it stays in the wheel for its next Ping.
+        for tick in 2 + interval..=1 + 2 * interval {
+            keepalive.visit_tick(tick);
+        }
+        assert_eq!(peer.beat.take_due(), Some(Due::Ping));
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (1, 1));
+        // Unanswered: it times out `timeout` later, and the wheel lets go of it.
+        for tick in 2 + 2 * interval..=1 + 2 * interval + timeout {
+            keepalive.visit_tick(tick);
+        }
+        assert_eq!(peer.beat.take_due(), Some(Due::TimedOut));
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (0, 0));
+        // The connection then ends: its slot no longer holds it, so nothing happens.
+        keepalive.remove(slot, &peer);
+        assert_eq!(keepalive.len(), 0);
+    }
+
+    #[test]
+    fn a_closed_connection_leaves_the_wheel_at_once_and_is_not_kept_alive() {
+        let keepalive = wheel();
+        let peers: Vec<_> = (0..10).map(|_| Peer::new(LIMITS)).collect();
+        let slots: Vec<_> = peers.iter().map(|peer| keepalive.add(peer)).collect();
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (10, 10));
+        // Out of the middle of the bucket, then the rest: the moved entries stay found.
+        for i in [4, 0, 9, 1, 2, 3, 5, 6, 7, 8] {
+            keepalive.remove(slots[i], &peers[i]);
+            // Only the test's Arc is left: the wheel holds no strong reference.
+            assert_eq!(Arc::strong_count(&peers[i]), 1);
+            // A second removal (or one with another connection) does nothing.
+            keepalive.remove(slots[i], &peers[i]);
+        }
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (0, 0));
+        // The Weak is gone too: the Peer's allocation is freed with its last Arc.
+        assert!(peers.iter().all(|peer| Arc::weak_count(peer) == 0));
+    }
+
+    #[test]
+    fn a_slot_reused_by_another_connection_is_not_removed_by_the_first() {
+        let keepalive = wheel();
+        let (first, second) = (Peer::new(LIMITS), Peer::new(LIMITS));
+        let slot = keepalive.add(&first);
+        keepalive.remove(slot, &first);
+        assert_eq!(keepalive.add(&second), slot);
+        keepalive.remove(slot, &first);
+        assert_eq!(keepalive.len(), 1);
+        keepalive.remove(slot, &second);
+        assert_eq!(keepalive.len(), 0);
+    }
+
+    #[test]
+    fn a_connection_dropped_without_removal_is_let_go_at_its_visit() {
+        let keepalive = wheel();
+        let peer = Peer::new(LIMITS);
+        keepalive.add(&peer);
+        drop(peer);
+        keepalive.visit_tick(1 + keepalive.plan.interval);
+        assert_eq!((keepalive.len(), in_buckets(&keepalive)), (0, 0));
+    }
+
+    #[test]
+    fn repeated_adds_and_removes_do_not_grow_the_wheel() {
+        let keepalive = wheel();
+        let peers: Vec<_> = (0..100).map(|_| Peer::new(LIMITS)).collect();
+        let turn = keepalive.wheel().buckets.len() as u64;
+        for round in 0..3 * turn {
+            let slots: Vec<_> = peers.iter().map(|peer| keepalive.add(peer)).collect();
+            // Half in the order they came, half the other way round.
+            for (slot, peer) in slots.iter().zip(&peers).skip(50) {
+                keepalive.remove(*slot, peer);
+            }
+            for (slot, peer) in slots.iter().zip(&peers).take(50).rev() {
+                keepalive.remove(*slot, peer);
+            }
+            assert_eq!((keepalive.len(), in_buckets(&keepalive)), (0, 0));
+            // Ticks go by, so every bucket of the ring takes its turn.
+            keepalive.visit_tick(round + 1);
+            keepalive.visited.store(round + 1, Ordering::Release);
+            let (entries, capacity) = wheel_sizes(&keepalive);
+            assert_eq!(entries, 100, "round {round}: the slab reuses its entries");
+            // Emptied buckets give their space back.
+            assert!(
+                capacity <= turn as usize * BUCKET_KEPT_CAPACITY,
+                "round {round}: buckets hold {capacity} entries' space"
+            );
+        }
+    }
+
+    /// The slab's length and the total capacity of the buckets.
+    fn wheel_sizes(keepalive: &KeepAlive) -> (usize, usize) {
+        let wheel = keepalive.wheel();
+        (
+            wheel.entries.len(),
+            wheel.buckets.iter().map(Vec::capacity).sum(),
+        )
+    }
+
+    #[test]
+    fn at_shutdown_every_connection_and_every_later_one_is_told() {
+        let keepalive = wheel();
+        let before = Peer::new(LIMITS);
+        keepalive.add(&before);
+        keepalive.shut_down();
+        assert_eq!(before.beat.take_due(), Some(Due::Shutdown));
+        let after = Peer::new(LIMITS);
+        keepalive.add(&after);
+        assert_eq!(after.beat.take_due(), Some(Due::Shutdown));
     }
 }
