@@ -11,15 +11,24 @@
 //! close. Each connection's state is one byte in its [`Peer`] ([`Beat`]); what a visit
 //! does is the pure function [`visit`], unit-tested without I/O.
 //!
+//! The wheel holds every open connection and no closed one: its entries hold
+//! `Weak<Peer>` (a closed connection's outbox, and through its waker the finished task's
+//! cell, are never kept alive by the wheel), and a connection takes its entry out when it
+//! ends, through the [`Slot`] it keeps (the private `Wheel` says why a slab). A wheel that let go of
+//! closed connections at their bucket's next visit held up to a turn of the ring's worth
+//! of them under churn (+354% peak RSS in `notify-relay-bench churn`).
+//!
 //! The wheel holds every open connection, so the drain goes through it too: when the
 //! relay shuts down, the timer marks each connection and wakes it
 //! ([`KeepAlive::run`]), instead of every connection's task waiting on the shutdown
 //! token (a waiter that was 72 bytes of every idle connection's task).
 //!
-//! Timing is exact to one tick: at most a sixteenth of the shorter of the two settings,
-//! and at most a second, so a Ping goes out between `interval` and `interval` plus one
-//! tick after the last, and a missing Pong closes the connection between `timeout` and
-//! `timeout` plus one tick after its Ping.
+//! Timing is exact to one tick: a sixteenth of the shorter of the two settings, and at
+//! most a second (1 s with the defaults, 60 s and 30 s), so a Ping goes out between
+//! `interval` and `interval` plus one tick after the last, and a missing Pong closes the
+//! connection between `timeout` and `timeout` plus one tick after its Ping. Only when the
+//! longer setting spans more than 4,096 ticks does the tick grow past that (to
+//! the longer setting over 4,094), so the ring stays bounded.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -37,7 +46,7 @@ const MIN_TICK: Duration = Duration::from_millis(1);
 /// Ticks per the shorter of interval and timeout: the timing's precision.
 const TICKS_PER_PERIOD: u32 = 16;
 /// Most buckets in the ring; with a long interval and a short timeout the tick grows
-/// instead (a bucket is 32 bytes).
+/// instead (an empty bucket is 24 bytes).
 const MAX_BUCKETS: u64 = 4096;
 
 /// The keep-alive settings.
