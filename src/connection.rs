@@ -1,8 +1,10 @@
 //! One WebSocket connection: greeting, read loop, batched writer and heartbeat.
 //!
-//! Everything runs in a single task, one `select!` over the socket, the outbox, the
-//! heartbeat timer and the shutdown signal. One task (rather than a reader, a writer and
-//! a pinger) keeps an idle connection to a few KiB. The task ends with a [`CloseReason`],
+//! Everything runs in a single task, one `select!` over the socket and the outbox. The
+//! keep-alive and the drain have no timer or waiter here: the relay's one keep-alive
+//! timer (`heartbeat`) wakes the task through its outbox when a Ping is due, a Pong is
+//! overdue or the relay shuts down. One task (rather than a reader, a writer and a pinger) keeps an idle
+//! connection to a few KiB. The task ends with a [`CloseReason`],
 //! and on every path it releases its key and closes its outbox, so late producers stop
 //! counting it as a recipient.
 
@@ -11,7 +13,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,19 +21,18 @@ use log::{debug, info, log, trace, Level};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::UNAUTHORIZED;
 use crate::engine::{Preamble, Since, Start};
 use crate::fragment;
-use crate::heartbeat::{Beat, Heartbeat, Times};
+use crate::heartbeat::{Due, Slot};
 use crate::limits::{FrameLimit, FrameVerdict, IpSlot};
 use crate::log_limit::{self, Admit, LogLimit, SharedLogLimit};
 use crate::log_text::{escaped, preview};
@@ -94,14 +94,16 @@ pub fn serve<S: Transport>(
     mut ws: WebSocketStream<Socket<S>>,
     remote: SocketAddr,
     state: Arc<RelayState>,
-    shutdown: CancellationToken,
     admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
     ws.get_mut().set_limit(state.config.message_timeout);
     let frame_limit = FrameLimit::new(&state.config.limits, Instant::now());
+    let peer = Peer::new(state.config.outbox_limits());
+    // Its keep-alive is the relay's one timer (see `heartbeat`), not a timer here.
+    let keepalive = state.keepalive.add(&peer);
     let mut connection = Connection {
-        peer: Peer::new(state.config.outbox_limits()),
-        heartbeat: Heartbeat::new(Instant::now()),
+        peer,
+        keepalive,
         key: None,
         watching: None,
         log_limit: None,
@@ -117,7 +119,7 @@ pub fn serve<S: Transport>(
     // An async block that uses `connection` in place: an `async fn` taking it by value
     // would store it twice (rust-lang/rust#62958).
     async move {
-        let reason = match connection.run(shutdown).await {
+        let reason = match connection.run().await {
             Ok(()) => CloseReason::ClientClose,
             Err(reason) => reason,
         };
@@ -131,8 +133,6 @@ pub fn serve<S: Transport>(
 struct Connection<S> {
     /// What other tasks reach: this connection's id and outbox.
     peer: Arc<Peer>,
-    /// Ping/Pong timing.
-    heartbeat: Heartbeat,
     /// The key this connection is registered under: the reverse map, one entry.
     key: Option<Box<str>>,
     /// The keys whose presence this connection watches; made on its first watch. Boxed:
@@ -152,6 +152,8 @@ struct Connection<S> {
     /// Write batches to go before this connection counts as quiet again: see
     /// `write_queued`.
     busy: u8,
+    /// Its entry in the relay's keep-alive wheel, taken out when it ends.
+    keepalive: Slot,
 }
 
 impl<S: Transport> Connection<S> {
@@ -188,62 +190,47 @@ impl<S: Transport> Connection<S> {
         self.report_suppressed();
     }
 
-    async fn run(&mut self, shutdown: CancellationToken) -> Ended {
+    async fn run(&mut self) -> Ended {
         let greeting = Message::text(self.state.config.greeting.as_str());
         self.ws
             .send(greeting)
             .await
             .map_err(|e| self.socket_error(e))?;
 
-        // Created once and polled by reference: making a new shutdown future every loop
-        // turn would register and unregister a waiter on one token shared by everyone.
-        let mut shutdown = pin!(shutdown.cancelled_owned());
-        let mut timer = pin!(sleep_until(self.heartbeat_deadline()));
         // The handlers' futures are boxed: this loop's state is part of every idle
         // connection's task, and unboxed the largest handler (a batched write, a frame)
         // would add its size to all of them; boxed, it costs an allocation while it runs.
         loop {
             tokio::select! {
-                () = &mut shutdown => return Err(CloseReason::Shutdown),
-                () = self.peer.outbox.ready() => Box::pin(self.write_queued()).await?,
+                () = self.peer.outbox.ready() => {
+                    // The relay's keep-alive timer wakes the task through the outbox.
+                    if let Some(due) = self.peer.beat.take_due() {
+                        Box::pin(self.keep_alive(due)).await?;
+                    }
+                    Box::pin(self.write_queued()).await?
+                }
                 frame = self.ws.next() => {
                     match frame {
                         None => return Ok(()),
                         Some(Ok(message)) => Box::pin(self.on_message(message)).await?,
                         Some(Err(error)) => return Err(self.socket_error(error)),
                     }
-                    // A Pong moves the deadline from "Pong due" back to "next Ping".
-                    if timer.deadline() != self.heartbeat_deadline() {
-                        timer.as_mut().reset(self.heartbeat_deadline());
-                    }
-                }
-                () = &mut timer => {
-                    match self.heartbeat.on_deadline(Instant::now(), self.keepalive()) {
-                        Beat::Ping => {
-                            trace!("conn {} ping", self.peer.id);
-                            self.write(Some(Message::Ping(Default::default())), false).await?;
-                        }
-                        Beat::TimedOut => return Err(CloseReason::PingTimeout),
-                        Beat::Wait => {}
-                    }
-                    timer.as_mut().reset(self.heartbeat_deadline());
                 }
             }
         }
     }
 
-    /// The keep-alive settings.
-    fn keepalive(&self) -> Times {
-        let config = &self.state.config;
-        Times {
-            interval: config.ping_interval,
-            timeout: config.ping_timeout,
+    /// Does what the keep-alive timer found due: a Ping, the end of a connection whose
+    /// last Ping went unanswered, or the drain.
+    async fn keep_alive(&mut self, due: Due) -> Ended {
+        match due {
+            Due::Shutdown => Err(CloseReason::Shutdown),
+            Due::Ping => {
+                trace!("conn {} ping", self.peer.id);
+                Box::pin(self.write(Some(Message::Ping(Default::default())), false)).await
+            }
+            Due::TimedOut => Err(CloseReason::PingTimeout),
         }
-    }
-
-    /// When the heartbeat next needs the timer.
-    fn heartbeat_deadline(&self) -> Instant {
-        self.heartbeat.deadline(self.keepalive())
     }
 
     async fn on_message(&mut self, message: Message) -> Ended {
@@ -281,7 +268,7 @@ impl<S: Transport> Connection<S> {
             // tungstenite has queued the Pong; flushing sends it now.
             Message::Ping(_) => self.write(None, false).await,
             Message::Pong(_) => {
-                self.heartbeat.on_pong();
+                self.peer.beat.on_pong();
                 Ok(())
             }
             // tungstenite answers the Close; the stream then ends.
@@ -788,6 +775,7 @@ impl<S: Transport> Connection<S> {
     /// Makes this connection unreachable: no key, and an outbox that refuses pushes.
     fn release(&mut self) {
         self.peer.outbox.close();
+        self.state.keepalive.remove(self.keepalive, &self.peer);
         if let Some(key) = self.key.take() {
             self.state.engine.unsubscribe(&key, &self.peer);
         }

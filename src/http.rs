@@ -144,7 +144,8 @@ struct Routes<S> {
     /// The connection slot, moved into the WebSocket task on upgrade; `None` when the
     /// connection arrived at capacity.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
-    /// Passed to the WebSocket task so it can drain on shutdown.
+    /// Passed to event streams so they end on shutdown (WebSockets hear of it from the
+    /// keep-alive timer).
     shutdown: CancellationToken,
     /// Cuts this TCP connection (see [`events`]).
     abort: CancellationToken,
@@ -419,7 +420,6 @@ impl<S: Transport> Routes<S> {
             );
         let on_upgrade = hyper::upgrade::on(&mut request);
         let state = Arc::clone(&self.state);
-        let shutdown = self.shutdown.clone();
         let remote = self.remote;
         let tracker = self.tracker.clone();
         // The handshake's state lives in this short task; the connection gets a task of
@@ -434,7 +434,7 @@ impl<S: Transport> Routes<S> {
                             per_ip: per_ip.map(Box::new),
                             may_publish,
                         };
-                        tracker.spawn(connection::serve(ws, remote, state, shutdown, admitted));
+                        tracker.spawn(connection::serve(ws, remote, state, admitted));
                     }
                 }
                 Err(error) => debug!("upgrade from {remote} failed: {error}"),

@@ -23,7 +23,7 @@
 //! - [`fragment`]: large outgoing messages as frames of bounded size.
 //! - [`message_timeout`]: the time bound on unfinished messages.
 //! - [`read_ahead`]: a socket reader that buffers only while the peer sends in bulk.
-//! - [`heartbeat`]: Ping/Pong timing rules.
+//! - [`heartbeat`]: keep-alive with one timer for all connections (Pings, Pongs, drain).
 //! - [`log_text`]: client-controlled text escaped for log lines.
 //! - [`log_limit`]: rate limits for log lines clients can trigger at will.
 //! - [`metrics`]: the Prometheus series.

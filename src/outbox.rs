@@ -248,6 +248,12 @@ impl Outbox {
         self.wake(pushed).map(|()| Pushed::Queued)
     }
 
+    /// Wakes the task that waits in [`Outbox::ready`] without queuing anything: the
+    /// keep-alive timer has something for it.
+    pub fn wake_reader(&self) {
+        self.ready.notify();
+    }
+
     /// Waits until frames were queued or the queue overflowed. Cancel-safe. One task
     /// waits at a time (the connection's, or an event stream's).
     pub fn ready(&self) -> impl Future<Output = ()> + Send + '_ {

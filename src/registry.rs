@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::engine::{Payload, Position};
+use crate::heartbeat::Beat;
 use crate::outbox::{Outbox, OutboxLimits, PushError};
 use crate::protocol;
 
@@ -76,6 +77,9 @@ pub struct Peer {
     /// subscribers than the relay has file descriptors) keeps the `Peer` in a smaller
     /// allocation class.
     slot: AtomicU32,
+    /// Its keep-alive state, read and written by the relay's keep-alive timer and the
+    /// connection task (one byte: it fits beside `framing` in the `Peer`'s padding).
+    pub beat: Beat,
 }
 
 impl Peer {
@@ -86,6 +90,7 @@ impl Peer {
             outbox: Outbox::new(limits),
             framing: AtomicU8::new(Framing::Plain as u8),
             slot: AtomicU32::new(0),
+            beat: Beat::default(),
         })
     }
 

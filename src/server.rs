@@ -73,6 +73,7 @@ impl Server {
         let mut backoff = ACCEPT_BACKOFF_START;
         let mut shutdown = std::pin::pin!(shutdown);
         tracker.spawn(engine_ticks(Arc::clone(&state), cancel.clone()));
+        tracker.spawn(keep_alive(Arc::clone(&state), cancel.clone()));
         if !config.stats_interval.is_zero() {
             let every = config.stats_interval;
             tracker.spawn(log_totals(Arc::clone(&state), every, cancel.clone()));
@@ -165,6 +166,12 @@ async fn engine_ticks(state: Arc<RelayState>, cancel: CancellationToken) {
             _ = tick.tick() => state.engine.tick(tokio::time::Instant::now().into_std()),
         }
     }
+}
+
+/// Runs the relay's keep-alive timer (every connection's Pings and Pong deadlines)
+/// until `cancel`.
+async fn keep_alive(state: Arc<RelayState>, cancel: CancellationToken) {
+    state.keepalive.run(cancel).await;
 }
 
 /// Waits for every task to finish, or for `timeout`. Says every second how many

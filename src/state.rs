@@ -9,6 +9,7 @@ use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::fragment::FRAGMENT_SIZE;
+use crate::heartbeat::{KeepAlive, Times};
 use crate::limits::PerIp;
 use crate::log_limit::SharedLogLimit;
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct RelayState {
     pub per_ip: PerIp,
     /// The certificate new TLS handshakes use, with `--tls-cert`; `None`: plain TCP.
     pub tls: Option<Tls>,
+    /// Every WebSocket connection's Ping and Pong deadlines: one timer for the relay.
+    pub keepalive: KeepAlive,
 }
 
 impl RelayState {
@@ -77,6 +80,10 @@ impl RelayState {
             }
             None => Arc::new(MemoryEngine::new(config.streams, Arc::clone(&metrics))),
         };
+        let keepalive = KeepAlive::new(Times {
+            interval: config.ping_interval,
+            timeout: config.ping_timeout,
+        });
         Ok(Self {
             access: Access::new(&config.auth),
             per_ip: PerIp::new(&config.limits),
@@ -88,6 +95,7 @@ impl RelayState {
             readiness,
             log_limit: SharedLogLimit::new(tokio::time::Instant::now()),
             tls,
+            keepalive,
         })
     }
 }

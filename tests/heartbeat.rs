@@ -57,3 +57,34 @@ async fn a_client_that_never_answers_is_closed_with_1011() {
     assert_eq!(silent.expect_close().await, CloseCode::Error);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn closed_connections_leave_the_keep_alive_wheel_at_once() {
+    // The interval is far past the test's deadline: no bucket of the wheel comes due
+    // while the test runs, so only the connections taking themselves out when they end
+    // can empty it (a wheel that let go of closed connections at their next visit held
+    // each one's task memory for up to a minute under churn).
+    let relay = Relay::start_with(|c| c.ping_interval = Duration::from_secs(600)).await;
+    const CONNECTIONS: usize = 50;
+    let mut clients = Vec::new();
+    for n in 0..CONNECTIONS {
+        clients.push(relay.registered(&format!("churn-{n}")).await);
+    }
+    assert_eq!(relay.state.keepalive.len(), CONNECTIONS);
+    // Half close cleanly, half just go away.
+    for (n, mut client) in clients.into_iter().enumerate() {
+        if n % 2 == 0 {
+            common::within("close", client.ws.close(None))
+                .await
+                .expect("close");
+        }
+    }
+    common::eventually("every closed connection out of the wheel", || {
+        relay.state.keepalive.is_empty()
+    })
+    .await;
+    // A new connection after the churn is in the wheel, and pinged as ever.
+    let _fresh = relay.registered("fresh").await;
+    assert_eq!(relay.state.keepalive.len(), 1);
+    relay.stop().await;
+}
