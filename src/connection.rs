@@ -3,8 +3,8 @@
 //! Everything runs in a single task, one `select!` over the socket and the outbox. The
 //! keep-alive and the drain have no timer or waiter here: the relay's one keep-alive
 //! timer (`heartbeat`) wakes the task through its outbox when a Ping is due, a Pong is
-//! overdue or the relay shuts down. One task (rather than a reader, a writer and a pinger) keeps an idle
-//! connection to a few KiB. The task ends with a [`CloseReason`],
+//! overdue or the relay shuts down. One task (rather than a reader, a writer and a
+//! pinger) keeps an idle connection to a few KiB. The task ends with a [`CloseReason`],
 //! and on every path it releases its key and closes its outbox, so late producers stop
 //! counting it as a recipient.
 
