@@ -227,7 +227,8 @@ impl<S: Transport> Connection<S> {
             Due::Shutdown => Err(CloseReason::Shutdown),
             Due::Ping => {
                 trace!("conn {} ping", self.peer.id);
-                Box::pin(self.write(Some(Message::Ping(Default::default())), false)).await
+                self.write(Some(Message::Ping(Default::default())), false)
+                    .await
             }
             Due::TimedOut => Err(CloseReason::PingTimeout),
         }

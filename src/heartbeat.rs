@@ -1,5 +1,6 @@
 //! Keep-alive timing: a Ping every `interval`, and the connection is given up when the
-//! Pong has not come back within `timeout` (docs/PROTOCOL.md, "Keep-alive"; as Python `websockets`).
+//! Pong has not come back within `timeout` (docs/PROTOCOL.md, "Keep-alive"; as Python
+//! `websockets`).
 //!
 //! One timer for the whole relay, not one per connection: a timer in every connection's
 //! task would be part of every idle connection's memory (a tokio `Sleep` is 112 bytes,
@@ -14,9 +15,9 @@
 //! The wheel holds every open connection and no closed one: its entries hold
 //! `Weak<Peer>` (a closed connection's outbox, and through its waker the finished task's
 //! cell, are never kept alive by the wheel), and a connection takes its entry out when it
-//! ends, through the [`Slot`] it keeps (the private `Wheel` says why a slab). A wheel that let go of
-//! closed connections at their bucket's next visit held up to a turn of the ring's worth
-//! of them under churn (+354% peak RSS in `notify-relay-bench churn`).
+//! ends, through the [`Slot`] it keeps (the private `Wheel` says why a slab). A wheel
+//! that let go of closed connections at their bucket's next visit held up to a turn of
+//! the ring's worth of them under churn (+354% peak RSS in `notify-relay-bench churn`).
 //!
 //! The wheel holds every open connection, so the drain goes through it too: when the
 //! relay shuts down, the timer marks each connection and wakes it
@@ -151,6 +152,12 @@ impl Beat {
     fn shut_down(&self) {
         self.0.fetch_or(SHUTDOWN, Ordering::AcqRel);
     }
+}
+
+/// Tells `peer` the relay is shutting down, and wakes its task to close.
+fn tell_shutdown(peer: &Peer) {
+    peer.beat.shut_down();
+    peer.outbox.wake_reader();
 }
 
 /// What a visit of the wheel does with a connection.
@@ -397,8 +404,7 @@ impl KeepAlive {
             .insert(next + self.plan.interval, Arc::downgrade(peer));
         // After the insert: either the shutdown's sweep finds it, or this sees the flag.
         if self.shutting_down.load(Ordering::SeqCst) {
-            peer.beat.shut_down();
-            peer.outbox.wake_reader();
+            tell_shutdown(peer);
         }
         slot
     }
@@ -453,8 +459,7 @@ impl KeepAlive {
             .iter()
             .filter_map(|entry| entry.peer.upgrade())
         {
-            peer.beat.shut_down();
-            peer.outbox.wake_reader();
+            tell_shutdown(&peer);
         }
     }
 
@@ -480,22 +485,19 @@ impl KeepAlive {
                 wheel.release(slot);
                 continue;
             };
-            let mut outcome = None;
-            let _ = peer
+            // `visit` is pure: what it made of the state it replaced is made again here.
+            let before = peer
                 .beat
                 .0
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |beat| {
-                    let v = visit(beat, self.plan);
-                    outcome = Some(v);
-                    Some(v.beat)
-                });
-            let again = outcome.and_then(|v| {
-                if v.wake {
-                    peer.outbox.wake_reader();
-                }
-                v.again
-            });
-            match again {
+                    Some(visit(beat, self.plan).beat)
+                })
+                .unwrap_or_else(|beat| beat);
+            let outcome = visit(before, self.plan);
+            if outcome.wake {
+                peer.outbox.wake_reader();
+            }
+            match outcome.again {
                 Some(again) => wheel.place(slot, tick + again),
                 None => wheel.release(slot),
             }

@@ -166,9 +166,9 @@ pub struct Stream {
     /// The last sequence number given out (0: none yet).
     last_seq: u64,
     /// Retained entries, by increasing `seq` (not contiguous once some were collapsed).
+    /// The highest seq lost to eviction is the tag's `gone_through`: continuity is
+    /// provable only from there on.
     entries: VecDeque<Entry>,
-    /// The highest seq lost to eviction: continuity is provable only from there on.
-    evicted_through: u64,
 }
 
 impl Drop for Stream {
@@ -189,7 +189,6 @@ impl Stream {
             }),
             last_seq: 0,
             entries: VecDeque::new(),
-            evicted_through: 0,
         }
     }
 
@@ -201,6 +200,11 @@ impl Stream {
     /// This stream's epoch.
     pub fn epoch(&self) -> &Arc<str> {
         &self.tag.epoch
+    }
+
+    /// The highest seq lost to eviction (0: none).
+    fn evicted_through(&self) -> u64 {
+        self.tag.gone_through.load(Ordering::Relaxed)
     }
 
     /// The position of message `seq` of this stream.
@@ -302,7 +306,6 @@ impl Stream {
 
     fn evict_front(&mut self) -> Option<Entry> {
         let old = self.entries.pop_front()?;
-        self.evicted_through = self.evicted_through.max(old.seq);
         // Every seq up to this one is gone: older ones left before it, in order or
         // collapsed.
         self.tag.gone_through.store(old.seq, Ordering::Relaxed);
@@ -328,7 +331,7 @@ impl Stream {
             Since::Earliest => (0, false),
             Since::After(position) if position.epoch == self.tag.epoch => {
                 let seq = position.seq;
-                if seq > self.last_seq || seq < self.evicted_through {
+                if seq > self.last_seq || seq < self.evicted_through() {
                     (0, true)
                 } else {
                     (seq, false)
