@@ -257,7 +257,12 @@ impl Outbox {
     /// Waits until frames were queued or the queue overflowed. Cancel-safe. One task
     /// waits at a time (the connection's, or an event stream's).
     pub fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
-        std::future::poll_fn(|cx| self.ready.poll(cx))
+        std::future::poll_fn(|cx| self.poll_ready(cx))
+    }
+
+    /// [`Outbox::ready`] as a poll, for a task that waits on it beside other things.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.ready.poll(cx)
     }
 
     /// Waits for a push to find the queue full (returns at once if it already did).
