@@ -5,9 +5,8 @@
 //! timer or waiter here: the relay's one keep-alive timer (`heartbeat`) wakes the task
 //! through its outbox when a Ping is due, a Pong is overdue or the relay shuts down. One
 //! task (rather than a reader, a writer and a pinger) keeps an idle connection to about
-//! 1.4 KiB. The task ends with a [`CloseReason`],
-//! and on every path it releases its key and closes its outbox, so late producers stop
-//! counting it as a recipient.
+//! 1.4 KiB. The task ends with a [`CloseReason`], and on every path it releases its key
+//! and closes its outbox, so late producers stop counting it as a recipient.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

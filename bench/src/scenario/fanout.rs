@@ -1,14 +1,20 @@
 //! K connections under one key, one sender: how fast one message reaches many.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio::task::JoinSet;
+use tokio::time::timeout_at;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{delivery_frame, open_registered, take_window, Context, CpuMark, Recipients};
+use super::{delivery_frame, open_registered, take_window, Context, CpuMark, Recipients, Ws};
 use crate::report::Report;
+use crate::target::{send, PROBE};
+
+/// How long a round of [`move_to`] waits for its probe before sending another.
+const PROBE_ROUND: Duration = Duration::from_secs(2);
 
 /// `fanout` settings.
 #[derive(Debug, Clone, Args)]
@@ -31,16 +37,20 @@ pub struct Params {
 pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let k = p.connections.max(1);
     let key = ctx.key(0);
-    let (open, errors) = open_registered(ctx, k, 1, 64, |_| key.clone()).await;
+    // Each proven under a key of its own first: proving each registration with a probe
+    // to the shared key would send K²/2 probes (50 million at 10,000 connections) and
+    // leave most of them queued in the clients' sockets when the measurement starts.
+    let (open, errors) = open_registered(ctx, k, 1, 64, |i| ctx.key(i + 1)).await;
     if errors > 0 {
         return Err(io::Error::other(format!("{errors} connections failed")));
     }
+    let mut sender = ctx.target.connect(None).await?;
+    let open = move_to(open, &key, &mut sender, Instant::now() + ctx.max_time).await?;
     // Each message is K deliveries, so the window is counted in deliveries.
     let mut recipients = Recipients::new(p.window.max(1) * k);
     for ws in open {
         recipients.add(ws);
     }
-    let mut sender = ctx.target.connect(None).await?;
     let deadline = Instant::now() + ctx.max_time;
     let cpu = CpuMark::start(ctx.server)?;
     let started = Instant::now();
@@ -80,4 +90,66 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     cpu.report(&mut report, received)?;
     recipients.finish().await.report(&mut report);
     Ok(report)
+}
+
+/// Registers every connection under `key` and proves it: `sender` sends a probe to `key`
+/// and each connection waits for one; those whose registration the server had not yet
+/// handled when it routed the probe wait for the next round's. A few probes of K
+/// deliveries each, however large K is; the extra probes that proven connections receive
+/// are ignored like any frame that is not a payload.
+async fn move_to(
+    open: Vec<Ws>,
+    key: &str,
+    sender: &mut Ws,
+    deadline: Instant,
+) -> io::Result<Vec<Ws>> {
+    let register = serde_json::json!({"recipient_uuid": key, "message": "connected"}).to_string();
+    let mut moving = JoinSet::new();
+    for mut ws in open {
+        let register = register.clone();
+        moving.spawn(async move { send(&mut ws, register).await.map(|()| ws) });
+    }
+    let mut pending = Vec::with_capacity(moving.len());
+    while let Some(moved) = moving.join_next().await {
+        pending.push(moved.map_err(io::Error::other)??);
+    }
+
+    let probe = serde_json::json!({"recipient_uuid": key, "message": PROBE, "ephemeral": true});
+    let mut proven = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{} connections not proven under the fan-out key",
+                pending.len()
+            )));
+        }
+        send(sender, probe.to_string()).await?;
+        let round_end = tokio::time::Instant::from_std(Instant::now() + PROBE_ROUND);
+        let mut waiting = JoinSet::new();
+        for mut ws in pending.drain(..) {
+            waiting.spawn(async move {
+                let seen = timeout_at(round_end, wait_for_probe(&mut ws)).await;
+                (ws, seen)
+            });
+        }
+        while let Some(waited) = waiting.join_next().await {
+            match waited.map_err(io::Error::other)? {
+                (ws, Ok(Ok(()))) => proven.push(ws),
+                (ws, Err(_elapsed)) => pending.push(ws),
+                (_, Ok(Err(e))) => return Err(e),
+            }
+        }
+    }
+    Ok(proven)
+}
+
+/// Reads `ws` until a probe arrives.
+async fn wait_for_probe(ws: &mut Ws) -> io::Result<()> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str() == PROBE => return Ok(()),
+            Some(Ok(_)) => continue,
+            other => return Err(io::Error::other(format!("waiting for a probe: {other:?}"))),
+        }
+    }
 }
