@@ -39,6 +39,13 @@ BENCH_TIMEOUT_S = 300
 # Descriptors the largest scenario needs in the server (idle-19k), with some headroom.
 FDS_NEEDED = 19_100
 
+FANOUT_FIGURES = [
+    ("deliveries_per_s", "deliveries/s", "high"),
+    ("server_cpu_us_per_msg", "server CPU µs per delivery", "low"),
+    ("latency_p99_us", "latency p99 µs", "low"),
+    ("lost", "lost", "low"),
+]
+
 # name, bench arguments, the figures to show (key, label, better direction)
 SCENARIOS = [
     ("throughput", ["throughput", "-r", "100", "-s", "10", "-n", "500000", "-p", "64"], [
@@ -69,18 +76,8 @@ SCENARIOS = [
     # One key, one sender: 1,000 connections (frames queue up and go out in batches)
     # and 10,000 (each connection's task runs before its next frame arrives, so every
     # delivery is its own write, as in uWS.js).
-    ("fanout", ["fanout", "-k", "1000", "-n", "1000", "--max-time", "60s"], [
-        ("deliveries_per_s", "deliveries/s", "high"),
-        ("server_cpu_us_per_msg", "server CPU µs per delivery", "low"),
-        ("latency_p99_us", "latency p99 µs", "low"),
-        ("lost", "lost", "low"),
-    ]),
-    ("fanout-10k", ["fanout", "-k", "10000", "-n", "100", "--max-time", "60s"], [
-        ("deliveries_per_s", "deliveries/s", "high"),
-        ("server_cpu_us_per_msg", "server CPU µs per delivery", "low"),
-        ("latency_p99_us", "latency p99 µs", "low"),
-        ("lost", "lost", "low"),
-    ]),
+    ("fanout", ["fanout", "-k", "1000", "-n", "1000", "--max-time", "60s"], FANOUT_FIGURES),
+    ("fanout-10k", ["fanout", "-k", "10000", "-n", "100", "--max-time", "60s"], FANOUT_FIGURES),
     ("churn", ["churn", "-c", "10000", "--cycles", "10"], [
         ("server_peak_rss_kib_first", "peak RSS KiB, cycle 1", "low"),
         ("server_peak_rss_kib_last", "peak RSS KiB, cycle 10", "low"),

@@ -2,24 +2,31 @@
 //! each finishes, loses nothing, and reports the figures the comparison reads.
 
 use std::process::Command;
+use std::sync::Arc;
 
+use notify_relay::state::RelayState;
 use notify_relay::{Config, Server};
 use serde_json::Value;
 
 /// Starts a relay on 127.0.0.1:0 in a background runtime; returns its URL.
 fn relay() -> String {
+    relay_with_state().0
+}
+
+/// [`relay`], and its state, to read its counters.
+fn relay_with_state() -> (String, Arc<RelayState>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
             let server = Server::bind(Config::loopback_ephemeral()).expect("bind");
-            tx.send(server.local_addr().expect("addr"))
+            tx.send((server.local_addr().expect("addr"), server.state()))
                 .expect("send addr");
             let _ = server.run(std::future::pending()).await;
         });
     });
-    let addr = rx.recv().expect("relay address");
-    format!("ws://{addr}/")
+    let (addr, state) = rx.recv().expect("relay address");
+    (format!("ws://{addr}/"), state)
 }
 
 fn bench(url: &str, args: &[&str]) -> Value {
@@ -116,6 +123,24 @@ fn fanout_reaches_every_connection_under_the_key() {
     let r = bench(&url, &["fanout", "-k", "20", "-n", "50"]);
     assert_eq!(r["deliveries"], 1000);
     assert_eq!(r["lost"], 0);
+}
+
+#[test]
+fn fanout_proves_its_registrations_with_a_few_probes_not_one_per_connection() {
+    // The probes are ephemeral and the payloads are not, so the relay's ephemeral
+    // deliveries are the setup's. One probe per connection to the shared key would be
+    // K(K+1)/2 = 820 deliveries; proving each on its own key and then the moves is K
+    // plus K per round, and a round is 2 s, so a few at most.
+    let k = 40;
+    let (url, state) = relay_with_state();
+    let r = bench(&url, &["fanout", "-k", &k.to_string(), "-n", "10"]);
+    assert_eq!(r["deliveries"], 10 * k);
+    let probes = state.metrics.ephemeral_delivered.get();
+    assert!(probes >= 2 * k, "{probes} probe deliveries");
+    assert!(
+        probes <= 6 * k,
+        "{probes} probe deliveries for {k} connections"
+    );
 }
 
 #[test]
