@@ -76,8 +76,34 @@ pub struct AuthConfig {
     /// Origins (e.g. https://app.example) whose pages may open a WebSocket or an event
     /// stream, comma-separated; other Origin headers get 403. Requests without Origin
     /// (non-browser clients) are allowed. Unset: any origin.
-    #[arg(long, env = "NOTIFY_RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "NOTIFY_RELAY_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub allowed_origins: Vec<String>,
+}
+
+/// One `--allowed-origins` entry, checked at start: an origin is what a browser sends in
+/// `Origin`, `SCHEME://HOST[:PORT]`, so an entry without a scheme (`app.example`) or with
+/// a path would start a relay that refuses every page. `null` (pages opened from disk,
+/// sandboxed frames) is allowed as written. A trailing `/` is forgiven.
+fn origin(text: &str) -> Result<String, String> {
+    let entry = text.trim();
+    let example = "write it as the browser sends it, e.g. https://app.example or \
+                   http://localhost:3000";
+    if entry.eq_ignore_ascii_case("null") {
+        return Ok("null".to_owned());
+    }
+    let uri: hyper::Uri = entry
+        .parse()
+        .map_err(|_| format!("`{entry}` is not an origin: {example}"))?;
+    let path_free = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
+    let plain_host = uri
+        .authority()
+        .is_some_and(|authority| !authority.as_str().contains('@'));
+    if uri.scheme().is_none() || !plain_host || !path_free || entry.ends_with("//") {
+        return Err(format!(
+            "`{entry}` is not an origin (SCHEME://HOST[:PORT], no path): {example}"
+        ));
+    }
+    Ok(entry.trim_end_matches('/').to_owned())
 }
 
 /// Secrets stay out of `{:?}` output (a logged or printed configuration).

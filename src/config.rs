@@ -79,20 +79,20 @@ pub struct Config {
     pub port: u16,
 
     /// Time between keep-alive Pings (e.g. 60s, 500ms).
-    #[arg(long, env = "NOTIFY_RELAY_PING_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOTIFY_RELAY_PING_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub ping_interval: Duration,
 
     /// How long a Ping may go unanswered before the connection is closed (1011).
-    #[arg(long, env = "NOTIFY_RELAY_PING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOTIFY_RELAY_PING_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub ping_timeout: Duration,
 
     /// Largest frame or message accepted, in bytes; larger ones close with 1009.
-    #[arg(long, env = "NOTIFY_RELAY_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
+    #[arg(long, env = "NOTIFY_RELAY_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = byte_size)]
     pub max_message_size: usize,
 
     /// How long a message may take from its first frame to the end of its last
     /// (e.g. a fragmented one); past it the connection is closed (1008).
-    #[arg(long, env = "NOTIFY_RELAY_MESSAGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOTIFY_RELAY_MESSAGE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub message_timeout: Duration,
 
     /// Longest recipient_uuid accepted, in bytes.
@@ -109,7 +109,7 @@ pub struct Config {
     pub max_queued_frames: usize,
 
     /// Bytes waiting for one connection before it is closed as a slow consumer (1008).
-    #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
+    #[arg(long, env = "NOTIFY_RELAY_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES, value_parser = byte_size)]
     pub max_queued_bytes: usize,
 
     /// Concurrent connections; past it, WebSocket upgrades get HTTP 503 (/healthz,
@@ -120,7 +120,7 @@ pub struct Config {
     /// How long a new connection may take to send its request headers (idle sockets and
     /// slow handshakes are closed after it). With --tls-cert, the TLS handshake before
     /// them gets the same time.
-    #[arg(long, env = "NOTIFY_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOTIFY_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub handshake_timeout: Duration,
 
     /// On SIGTERM/SIGINT, how long to wait for connections to close after Close 1001.
@@ -143,7 +143,7 @@ pub struct Config {
 
     /// Read buffer per connection while it reads, in bytes (an idle connection holds none;
     /// larger means fewer reads for a busy one).
-    #[arg(long, env = "NOTIFY_RELAY_READ_BUFFER_SIZE", default_value_t = DEFAULT_READ_BUFFER_SIZE)]
+    #[arg(long, env = "NOTIFY_RELAY_READ_BUFFER_SIZE", default_value_t = DEFAULT_READ_BUFFER_SIZE, value_parser = byte_size)]
     pub read_buffer_size: usize,
 
     /// Retention of messages in per-key streams.
@@ -183,6 +183,29 @@ fn redis_url(url: &str) -> Result<String, String> {
     crate::engine::redis::check_url(url).map(|()| url.to_owned())
 }
 
+/// A duration that must not be zero: a zero keep-alive, Pong, handshake or message time
+/// would close every connection at once instead of turning anything off.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: write a duration with its unit, e.g. 30s, 500ms or 2m"))?;
+    if duration.is_zero() {
+        return Err("must be more than 0 (there is no off switch for this timing)".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A size in bytes, bare (`1048576`) or with a unit (`64MiB`, `512KiB`, `1GB`; binary
+/// units are powers of 1024, decimal ones of 1000), as operators write them elsewhere.
+pub fn byte_size(text: &str) -> Result<usize, String> {
+    let wanted = "a size in bytes (1048576) or with a unit (64MiB, 512KiB, 1GB)";
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write {wanted}"))?;
+    usize::try_from(size.as_u64())
+        .map_err(|_| format!("`{text}` is larger than this machine can address"))
+}
+
 /// Per-key streams: how many messages each key keeps, for how long, and the memory all of
 /// them may use. A zero TTL turns streams off (the relay then behaves as in Parts 1-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
@@ -196,7 +219,7 @@ pub struct StreamConfig {
     pub buffer_ttl: Duration,
 
     /// Bytes all retained messages may use together; past it the oldest are evicted.
-    #[arg(long, env = "NOTIFY_RELAY_BUFFER_MEMORY", default_value_t = DEFAULT_BUFFER_MEMORY)]
+    #[arg(long, env = "NOTIFY_RELAY_BUFFER_MEMORY", default_value_t = DEFAULT_BUFFER_MEMORY, value_parser = byte_size)]
     pub buffer_memory: usize,
 }
 
@@ -331,5 +354,16 @@ mod tests {
             (c.streams.buffer_max, c.streams.buffer_memory),
             (5, 100_000)
         );
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let c =
+            Config::try_parse_from(["notify-relay", "--buffer-memory", "64MiB"]).expect("parses");
+        assert_eq!(c.streams.buffer_memory, 64 << 20);
+        let c =
+            Config::try_parse_from(["notify-relay", "--max-message-size", "2 MB"]).expect("parses");
+        assert_eq!(c.max_message_size, 2_000_000);
+        assert!(Config::try_parse_from(["notify-relay", "--buffer-memory", "64XB"]).is_err());
     }
 }

@@ -48,10 +48,36 @@ pub struct LimitsConfig {
     #[arg(long, env = "NOTIFY_RELAY_FRAME_BURST", requires = "frame_rate")]
     pub frame_burst: Option<u32>,
 
-    /// Proxies (CIDRs, comma-separated, e.g. 127.0.0.1/32,10.0.0.0/8) whose
+    /// Proxies (addresses or CIDRs, comma-separated, e.g. 127.0.0.1,10.0.0.0/8) whose
     /// X-Forwarded-For / X-Real-IP name the client; from others those headers are ignored.
-    #[arg(long, env = "NOTIFY_RELAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(long, env = "NOTIFY_RELAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// One `--trusted-proxies` entry: a CIDR, or a bare address meaning that host alone (/32,
+/// /128), as nginx's `set_real_ip_from` and most proxies write it. A bad entry is named
+/// by what is wrong with it: the address or the prefix length.
+fn trusted_proxy(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let address: IpAddr = address.parse().map_err(|_| {
+        format!("`{address}` is not an IP address (e.g. 127.0.0.1, ::1 or 10.0.0.0/8)")
+    })?;
+    let most = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => most,
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|prefix| *prefix <= most)
+            .ok_or_else(|| {
+                format!("`/{prefix}` is not a prefix length for {address}: it must be 0 to {most}")
+            })?,
+    };
+    IpNet::new(address, prefix).map_err(|e| format!("`{text}`: {e}"))
 }
 
 /// The client a request comes from: `peer`, or the address a trusted proxy forwarded.

@@ -39,8 +39,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     if let Err(why) = config.auth.load_files() {
-        eprintln!("notify-relay: {why}");
-        return ExitCode::FAILURE;
+        return cannot_start(why);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(log_line)
@@ -52,12 +51,13 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return cannot_start(format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(serve(config)) {
+    let server = match runtime.block_on(async { Server::bind(config) }) {
+        Ok(server) => server,
+        Err(e) => return cannot_start(e),
+    };
+    match runtime.block_on(serve(server)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -66,8 +66,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> io::Result<()> {
-    let server = Server::bind(config)?;
+/// A start-up failure that is not a usage error (a file that cannot be read, a port in
+/// use), said the way clap says a usage error, so every refusal to start reads alike:
+/// one `error:` line on stderr, before the relay logs anything about serving.
+fn cannot_start(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {why}");
+    ExitCode::FAILURE
+}
+
+async fn serve(server: Server) -> io::Result<()> {
     reload_on_hangup(server.state())?;
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let shutdown = async move {
@@ -161,29 +168,20 @@ fn raise_open_file_limit(max_connections: usize, chosen: bool) {
         info!("open file limit {limit}: room for --max-connections {max_connections}");
         return;
     }
-    let room = format!(
-        "open file limit {limit} allows about {} connections, fewer than --max-connections \
-         {max_connections}{}",
-        limit.saturating_sub(RESERVED),
-        if chosen { "" } else { " (the default)" }
-    );
+    let fit = limit.saturating_sub(RESERVED);
     let kernel_cap = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok());
     let raise = match kernel_cap {
-        Some(cap) if limit >= cap => format!(
-            "the kernel caps every process at fs.nr_open = {cap}: raise it (sysctl \
-             fs.nr_open={needed}), then the process's hard limit"
-        ),
-        _ => format!(
-            "raise the hard limit to at least {needed}: LimitNOFILE={needed} in the systemd \
-             unit, minfds={needed} in supervisord's [supervisord] section, or ulimit -n \
-             {needed} in the shell that starts it"
-        ),
+        Some(cap) if limit >= cap => format!("sysctl fs.nr_open={needed}, then LimitNOFILE"),
+        _ => format!("LimitNOFILE={needed}, minfds or ulimit -n"),
     };
     if chosen {
-        warn!("{room}; past that, accepts fail until connections close. To allow more, {raise}");
+        warn!(
+            "open file limit {limit} fits about {fit} of --max-connections {max_connections}; \
+             past that accepts fail (raise: {raise})"
+        );
     } else {
-        info!("{room}. To allow more, {raise}");
+        info!("open file limit {limit}: about {fit} connections (raise: {raise})");
     }
 }

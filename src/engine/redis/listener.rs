@@ -62,6 +62,7 @@ pub(super) async fn run(
 ) {
     let mut backoff = BACKOFF_START;
     let mut was_lost = false;
+    let mut outage = Outage::new(target.describe());
     // Cluster nodes to ask for the topology: the seeds, then the masters last seen.
     let mut known: Vec<ConnectionInfo> = match &target {
         Target::Single(node) => vec![node.clone()],
@@ -75,6 +76,7 @@ pub(super) async fn run(
         match connected {
             Ok((links, mut pushes)) => {
                 backoff = BACKOFF_START;
+                outage.ended();
                 let mut session = Session::new(&shared, links);
                 match session
                     .serve(&mut pushes, &mut commands, &stop, was_lost)
@@ -85,10 +87,11 @@ pub(super) async fn run(
                         shared.health.set_connected(false);
                         was_lost = true;
                         warn!("redis: subscription lost; the relay is not ready until it is back");
+                        outage.began();
                     }
                 }
             }
-            Err(error) => debug!("redis: cannot connect: {error}"),
+            Err(error) => outage.failed(&error),
         }
         // Registrations meanwhile fail at once rather than wait.
         let pause = sleep(backoff);
@@ -101,6 +104,79 @@ pub(super) async fn run(
             }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// How often a Redis that stays unreachable is logged again, at most.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(30);
+
+/// Says, at WARN, that Redis cannot be reached: at the first failed connect of an outage
+/// (at start too, where otherwise only `/readyz` would tell), then every
+/// [`OUTAGE_REMINDER`] while it lasts, and at INFO when it is over. The retries between
+/// (every 2 s at most) stay at debug.
+struct Outage {
+    /// Where `--redis` points, without credentials.
+    target: String,
+    /// When the outage began; `None` while connected.
+    since: Option<Instant>,
+    /// When it was last logged at WARN.
+    warned: Option<Instant>,
+}
+
+impl Outage {
+    fn new(target: String) -> Self {
+        Self {
+            target,
+            since: Some(Instant::now()),
+            warned: None,
+        }
+    }
+
+    /// A live subscription was lost (the caller logs that).
+    fn began(&mut self) {
+        let now = Instant::now();
+        self.since = Some(now);
+        self.warned = Some(now);
+    }
+
+    fn failed(&mut self, error: &str) {
+        match self.warning(error, Instant::now()) {
+            Some(line) => warn!("{line}"),
+            None => debug!("redis: cannot connect to {}: {error}", self.target),
+        }
+    }
+
+    /// The WARN line a failed connect at `now` calls for, if one is due.
+    fn warning(&mut self, error: &str, now: Instant) -> Option<String> {
+        let since = *self.since.get_or_insert(now);
+        if self
+            .warned
+            .is_some_and(|warned| now.duration_since(warned) < OUTAGE_REMINDER)
+        {
+            return None;
+        }
+        self.warned = Some(now);
+        let target = &self.target;
+        let down = now.duration_since(since);
+        Some(if down < OUTAGE_REMINDER {
+            format!("redis: cannot connect to {target}: {error}; not ready until it can (retrying)")
+        } else {
+            format!(
+                "redis: still cannot connect to {target} after {}s: {error}; not ready",
+                down.as_secs()
+            )
+        })
+    }
+
+    /// Connected again: says how long it took, if the outage was logged.
+    fn ended(&mut self) {
+        if let (Some(since), Some(_)) = (self.since.take(), self.warned.take()) {
+            info!(
+                "redis: {} reachable again after {}s",
+                self.target,
+                since.elapsed().as_secs()
+            );
+        }
     }
 }
 
@@ -615,5 +691,35 @@ async fn bounded_as_text<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_warned_at_once_then_reminded_every_thirty_seconds() {
+        let start = Instant::now();
+        let mut outage = Outage::new("redis://127.0.0.1:6390/0".to_owned());
+        outage.since = Some(start);
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let first = outage.warning("Connection refused", at(0));
+        assert_eq!(
+            first.as_deref(),
+            Some(
+                "redis: cannot connect to redis://127.0.0.1:6390/0: Connection refused; \
+                 not ready until it can (retrying)"
+            )
+        );
+        assert_eq!(outage.warning("Connection refused", at(2)), None);
+        assert_eq!(outage.warning("Connection refused", at(29)), None);
+        let reminder = outage.warning("Connection refused", at(31));
+        assert!(
+            reminder.as_deref().is_some_and(|line| line
+                .starts_with("redis: still cannot connect to redis://127.0.0.1:6390/0 after 31s")),
+            "{reminder:?}"
+        );
+        assert_eq!(outage.warning("Connection refused", at(45)), None);
     }
 }

@@ -28,8 +28,13 @@ impl Target {
     /// or several comma-separated `redis://` URLs are a cluster.
     pub fn parse(url: &str) -> Result<Self, String> {
         let node = |url: &str| {
-            url.into_connection_info()
-                .map_err(|e| format!("not a Redis URL ({url}): {e}"))
+            url.into_connection_info().map_err(|_| {
+                format!(
+                    "`{url}` is not a Redis URL: write redis://HOST:PORT[/DB] \
+                     (redis://:PASSWORD@HOST:PORT/DB with a password), or \
+                     {CLUSTER_SCHEME}HOST:PORT[,HOST:PORT...] for a Redis Cluster"
+                )
+            })
         };
         if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
             let (auth, hosts) = match rest.rsplit_once('@') {
@@ -60,6 +65,19 @@ impl Target {
             return Ok(Self::Cluster(nodes));
         }
         Ok(Self::Single(node(url)?))
+    }
+
+    /// Where it points, for log lines: the URL without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Single(node) => {
+                format!("redis://{}/{}", address(node), node.redis_settings().db())
+            }
+            Self::Cluster(nodes) => format!(
+                "{CLUSTER_SCHEME}{}",
+                nodes.iter().map(address).collect::<Vec<_>>().join(",")
+            ),
+        }
     }
 
     /// Whether this is a Redis Cluster (sharded pub/sub) rather than one server.
@@ -125,14 +143,19 @@ pub struct Shard {
 impl Shard {
     /// `host:port`, for log lines.
     pub fn name(&self) -> String {
-        match self.node.addr() {
-            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-            other => other.to_string(),
-        }
+        address(&self.node)
     }
 
     fn owns(&self, slot: u16) -> bool {
         self.slots.is_empty() || self.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+    }
+}
+
+/// A node's `host:port`, for log lines (never its credentials).
+fn address(node: &ConnectionInfo) -> String {
+    match node.addr() {
+        ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => other.to_string(),
     }
 }
 
