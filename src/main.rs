@@ -9,7 +9,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use futures_util::StreamExt;
 use log::{error, info, warn};
-use notify_relay::log_text::write_line_safe;
+use notify_relay::observability::log_text::write_line_safe;
 use notify_relay::state::RelayState;
 use notify_relay::{Config, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

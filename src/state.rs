@@ -4,17 +4,17 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::auth::Access;
-use crate::capacity::Capacity;
 use crate::config::Config;
-use crate::engine::{Engine, MemoryEngine, RedisEngine};
-use crate::fragment::FRAGMENT_SIZE;
-use crate::heartbeat::{KeepAlive, Times};
-use crate::limits::PerIp;
-use crate::log_limit::SharedLogLimit;
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
-use crate::tls::Tls;
+use crate::delivery::engine::{Engine, MemoryEngine, RedisEngine};
+use crate::observability::log_limit::SharedLogLimit;
+use crate::observability::metrics::Metrics;
+use crate::observability::readiness::Readiness;
+use crate::policy::auth::Access;
+use crate::policy::limits::PerIp;
+use crate::transport::capacity::Capacity;
+use crate::transport::fragment::FRAGMENT_SIZE;
+use crate::transport::heartbeat::{KeepAlive, Times};
+use crate::transport::tls::Tls;
 
 /// The tungstenite write buffer target: frames queued for one connection are coalesced
 /// up to this size per write. With frames of at most [`FRAGMENT_SIZE`] the buffer stays

@@ -7,7 +7,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{http_exchange, metric, within, Client, Relay, RelayProcess};
-use notify_relay::auth::sign;
+use notify_relay::policy::auth::sign;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -413,7 +413,7 @@ async fn the_client_cli_mints_tokens_the_relay_accepts() {
 #[test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 fn token_verification_cost() {
-    use notify_relay::auth::{Access, AuthConfig};
+    use notify_relay::policy::auth::{Access, AuthConfig};
     const ROUNDS: u32 = 200_000;
     let key = "3f2a6c1e-9b7d-4e5f-8a1b-2c3d4e5f6a7b";
     let token = token(SECRET, key);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{metric, Client, Relay};
-use notify_relay::metrics::{CloseReason, DropReason};
+use notify_relay::observability::metrics::{CloseReason, DropReason};
 use notify_relay::protocol::Rejection;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;

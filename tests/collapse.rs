@@ -118,7 +118,7 @@ async fn names_collapse_independently_and_retention_counts_the_collapsed_stream(
         relay
             .state
             .metrics
-            .evicted_count(notify_relay::engine::Eviction::Max),
+            .evicted_count(notify_relay::message::Eviction::Max),
         0
     );
     send(

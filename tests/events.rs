@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{eventually, within, Relay};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use notify_relay::metrics::CloseReason;
+use notify_relay::observability::metrics::CloseReason;
 use serde_json::json;
 
 /// One parsed event.

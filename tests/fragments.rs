@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{within, Client, Relay, GREETING};
 use futures_util::{SinkExt, StreamExt};
-use notify_relay::fragment::FRAGMENT_SIZE;
-use notify_relay::metrics::CloseReason;
+use notify_relay::observability::metrics::CloseReason;
+use notify_relay::transport::fragment::FRAGMENT_SIZE;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};

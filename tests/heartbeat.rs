@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::Relay;
-use notify_relay::metrics::CloseReason;
+use notify_relay::observability::metrics::CloseReason;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]

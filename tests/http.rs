@@ -257,7 +257,7 @@ async fn a_connection_past_the_limit_serves_one_request_then_closes() {
 
 #[tokio::test]
 async fn silent_sockets_past_the_limit_cannot_lock_health_checks_out() {
-    use notify_relay::capacity::OVERFLOW_ALLOWANCE;
+    use notify_relay::transport::capacity::OVERFLOW_ALLOWANCE;
 
     let relay = Relay::start_with(|c| {
         c.max_connections = 1;
@@ -290,7 +290,7 @@ async fn silent_sockets_past_the_limit_cannot_lock_health_checks_out() {
 #[derive(Debug)]
 struct BackendDown;
 
-impl notify_relay::readiness::ReadinessCheck for BackendDown {
+impl notify_relay::observability::readiness::ReadinessCheck for BackendDown {
     fn not_ready(&self) -> Option<String> {
         Some("cluster: backend unreachable".to_owned())
     }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{within, Client, RelayProcess};
 use futures_util::SinkExt;
-use notify_relay::log_limit;
+use notify_relay::observability::log_limit;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

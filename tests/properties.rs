@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use notify_relay::auth::{sign, Access, AuthConfig, Refusal};
-use notify_relay::engine::Position;
-use notify_relay::log_text::{preview, redact_tokens};
+use notify_relay::message::Position;
+use notify_relay::observability::log_text::{preview, redact_tokens};
+use notify_relay::policy::auth::{sign, Access, AuthConfig, Refusal};
 use notify_relay::protocol::{self, Frame};
 use proptest::prelude::*;
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{metric, Client, Relay, GREETING};
-use notify_relay::metrics::DropReason;
+use notify_relay::observability::metrics::DropReason;
 use notify_relay::protocol::Ignored;
 use serde_json::json;
 

@@ -9,7 +9,7 @@ mod common;
 use common::{
     connect_from, eventually, http_exchange, http_exchange_on, metric, websocket_on, Relay,
 };
-use notify_relay::limits::FLOOD_FRAMES;
+use notify_relay::policy::limits::FLOOD_FRAMES;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Relay;
-use notify_relay::metrics::DropReason;
+use notify_relay::observability::metrics::DropReason;
 use notify_relay::protocol::Rejection;
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::Relay;
 use futures_util::StreamExt;
-use notify_relay::metrics::{CloseReason, DropReason};
+use notify_relay::observability::metrics::{CloseReason, DropReason};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;

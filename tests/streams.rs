@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, metric, within, Client, Relay};
-use notify_relay::engine::Eviction;
+use notify_relay::message::Eviction;
 use serde_json::{json, Value};
 
 /// Registers `client` under `key` resuming from `since`; returns the reply.

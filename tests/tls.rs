@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{metric, within, Relay, RelayProcess, DEADLINE, GREETING};
 use futures_util::{SinkExt, StreamExt};
-use notify_relay::tls::TlsConfig;
+use notify_relay::config::TlsConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,

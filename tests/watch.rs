@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::{eventually, metric, within, Client, Relay};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use notify_relay::auth::sign;
+use notify_relay::policy::auth::sign;
 use serde_json::{json, Value};
 
 /// A presence push of `key`.

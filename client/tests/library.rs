@@ -1,6 +1,6 @@
 //! The client library against a real relay (in-process, on 127.0.0.1:0).
 
-use notify_relay::tls::TlsConfig;
+use notify_relay::config::TlsConfig;
 use notify_relay::{Config, Server};
 use notify_relay_client::{Client, ClientOptions, Connector, Error, Event, Payload};
 use serde_json::json;

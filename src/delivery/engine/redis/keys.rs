@@ -1,0 +1,201 @@
+//! Names in Redis and the text published on a key's channel.
+//!
+//! Every name of key K carries one hash tag (`{K}`), so all of K's data and its channel
+//! sit in one slot and one script may touch them all, on one server as on a Redis Cluster.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::message::{Payload, Position};
+
+/// The prefix of every name the relay uses in Redis.
+const PREFIX: &str = "nr:";
+
+/// The marker of a key written in hex in its names (see [`tagged`]).
+const HEX_MARK: &str = "x{h";
+
+/// The part of K's names that carries the hash tag: `{K}`, or, for a key Redis would not
+/// read as a tag there (empty, or starting with `}`: the tag would be empty and each name
+/// would hash on its own), `x{hHEX}` with the key in hex.
+fn tagged(key: &str) -> String {
+    if key.is_empty() || key.starts_with('}') {
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{HEX_MARK}{hex}}}")
+    } else {
+        format!("{{{key}}}")
+    }
+}
+
+/// The Redis names of one key's data, in the order the scripts take them as KEYS.
+pub fn data(key: &str) -> [String; 6] {
+    let tagged = tagged(key);
+    ["m", "l", "p", "c", "o", "w"].map(|part| format!("{PREFIX}{tagged}:{part}"))
+}
+
+/// The pub/sub channel a key's messages are published on.
+pub fn channel(key: &str) -> String {
+    format!("{PREFIX}{}:ch", tagged(key))
+}
+
+/// The key a channel name belongs to; `None` for other channels.
+pub fn key_of_channel(channel: &[u8]) -> Option<Cow<'_, str>> {
+    let name = std::str::from_utf8(channel).ok()?.strip_prefix(PREFIX)?;
+    if let Some(hex) = name.strip_prefix(HEX_MARK) {
+        let hex = hex.strip_suffix("}:ch")?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        return String::from_utf8(bytes).ok().map(Cow::Owned);
+    }
+    name.strip_prefix('{')?
+        .strip_suffix("}:ch")
+        .map(Cow::Borrowed)
+}
+
+/// A channel a relay publishes its liveness probes on and expects them back: one per
+/// shard (`shard`), with `n` varied until the channel hashes to a slot of that shard.
+pub fn probe_channel(relay: &str, shard: usize, n: u32) -> String {
+    format!("{PREFIX}probe:{{{relay}.{shard}.{n}}}")
+}
+
+/// The kind marker of a string payload in Redis (`j` for other JSON).
+pub const STRING_KIND: &str = "s";
+/// The kind marker of a non-string JSON payload.
+pub const JSON_KIND: &str = "j";
+
+/// The kind marker of `payload`.
+pub fn kind(payload: &Payload) -> &'static str {
+    if payload.is_string() {
+        STRING_KIND
+    } else {
+        JSON_KIND
+    }
+}
+
+/// A payload read back from Redis: its kind marker and its text.
+pub fn payload(kind: &str, text: String) -> Payload {
+    if kind == JSON_KIND {
+        Payload::json(text)
+    } else {
+        Payload::text(text)
+    }
+}
+
+/// The kind marker of a presence event (a key's count changed, for its watchers).
+const PRESENCE_KIND: &str = "p";
+
+/// A presence event on a key's channel: the key's count on every relay, and when it was
+/// read (Redis's clock in ms: a later read supersedes an earlier one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// When the count was read, in Redis's clock (ms).
+    pub version: i64,
+    /// Connections under the key on every live relay.
+    pub connections: usize,
+}
+
+/// Reads a presence event, `\n\n\npVERSION COUNT` as `lib.lua` writes it; `None` for
+/// anything else (a message).
+pub fn decode_presence(text: &[u8]) -> Option<PresenceEvent> {
+    let rest = text.strip_prefix(b"\n\n\n")?;
+    let rest = std::str::from_utf8(rest)
+        .ok()?
+        .strip_prefix(PRESENCE_KIND)?;
+    let (version, connections) = rest.split_once(' ')?;
+    Some(PresenceEvent {
+        version: version.parse().ok()?,
+        connections: connections.parse().ok()?,
+    })
+}
+
+/// A message as it arrives on a key's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Where it was retained; `None` for ephemeral messages and with streams off.
+    pub position: Option<Position>,
+    /// What recipients get.
+    pub payload: Payload,
+}
+
+/// Reads a channel message: `EPOCH\nSEQ\nORIGIN\nKIND PAYLOAD` (epoch and seq empty when
+/// the message has no position, origin empty unless its relay waits for it), as
+/// `publish.lua` writes it. Returns the message and its origin.
+pub fn decode_live(text: &[u8]) -> Option<(Live, &str)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut parts = text.splitn(4, '\n');
+    let (epoch, seq, origin, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let position = match epoch {
+        "" => None,
+        epoch => Some(Position::new(Arc::from(epoch), seq.parse().ok()?)),
+    };
+    let (kind, body) = rest.split_at_checked(1)?;
+    let live = Live {
+        position,
+        payload: payload(kind, body.to_owned()),
+    };
+    Some((live, origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_key_hash_tag() {
+        let [meta, log, ..] = data("job-7");
+        assert_eq!(meta, "nr:{job-7}:m");
+        assert_eq!(log, "nr:{job-7}:l");
+        assert_eq!(channel("a\tb"), "nr:{a\tb}:ch");
+        assert_eq!(
+            key_of_channel(channel("a}b").as_bytes()).as_deref(),
+            Some("a}b")
+        );
+        assert_eq!(key_of_channel(probe_channel("r1", 0, 0).as_bytes()), None);
+    }
+
+    #[test]
+    fn keys_without_a_usable_tag_are_written_in_hex() {
+        use super::super::topology::slot;
+        for key in ["", "}", "}a{b}", "}é"] {
+            let names = data(key);
+            let channel = channel(key);
+            assert!(
+                names
+                    .iter()
+                    .all(|n| slot(n.as_bytes()) == slot(channel.as_bytes())),
+                "{names:?} {channel}"
+            );
+            assert_eq!(key_of_channel(channel.as_bytes()).as_deref(), Some(key));
+        }
+        assert_eq!(channel("}"), "nr:x{h7d}:ch");
+        // A key that looks like the hex form keeps its own names.
+        assert_eq!(
+            key_of_channel(channel("x{h7d}").as_bytes()).as_deref(),
+            Some("x{h7d}")
+        );
+    }
+
+    #[test]
+    fn channel_messages_round_trip() {
+        let (live, origin) = decode_live(b"e1.0\n7\nr1:5\nshi\nthere").expect("decodes");
+        assert_eq!(live.position, Some(Position::new("e1.0".into(), 7)));
+        assert_eq!(live.payload, Payload::text("hi\nthere"));
+        assert_eq!(origin, "r1:5");
+        let (live, origin) = decode_live(b"\n\n\nj{\"a\":1}").expect("decodes");
+        assert_eq!(live.position, None);
+        assert_eq!(live.payload, Payload::json("{\"a\":1}"));
+        assert_eq!(origin, "");
+        assert_eq!(decode_live(b"e\nx\n\nsz"), None);
+        assert_eq!(decode_live(b"e\n1\n"), None);
+        assert_eq!(
+            decode_presence(b"\n\n\np1700000000123 4"),
+            Some(PresenceEvent {
+                version: 1_700_000_000_123,
+                connections: 4
+            })
+        );
+        assert_eq!(decode_presence(b"\n\n\nsp1 2"), None);
+        assert_eq!(decode_presence(b"e\n1\n\np1 2"), None);
+    }
+}
