@@ -1,4 +1,6 @@
-// Types for notify-relay.js (the notify-relay browser and Node client).
+// Types for notify-relay.js (the notify-relay browser and Node client, an ES module) and
+// for the NotifyRelay global that notify-relay.global.js (the same client as a classic
+// script, for pages opened from file://) sets.
 
 /** A sessionStorage-like store: where the last cursor of each relay and key is kept. */
 export interface CursorStorage {
@@ -95,4 +97,10 @@ export class NotifyRelay {
     onchange: (state: PresenceState) => void,
     options?: { token?: string; EventSource?: unknown },
   ): { close(): void };
+}
+
+declare global {
+  /** The client class, set by notify-relay.global.js (and by importing notify-relay.js). */
+  // eslint-disable-next-line no-var
+  var NotifyRelay: typeof import("./notify-relay.js").NotifyRelay;
 }

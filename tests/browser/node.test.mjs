@@ -63,6 +63,8 @@ try {
     assert.match(error.message, /too long/);
     return true;
   });
+  // The module exports the class the classic script (notify-relay.global.js) sets.
+  assert.equal(globalThis.NotifyRelay, NotifyRelay);
 
   // The first client takes what was kept, in order, JSON parsed, then live messages.
   let client = subscribe(ws, key, storage);
