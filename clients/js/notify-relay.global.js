@@ -110,22 +110,30 @@ class NotifyRelay {
    * Publishes `message` to `key` over HTTP (POST /publish/<key>): a string as text, any
    * other value as JSON. Resolves with the relay's answer, e.g.
    * {ok: true, delivered: 1, buffered: false, cursor: "..."}; rejects with an Error
-   * (its `status` and `reply` set) when the relay refuses it.
-   * @param {string} httpBase e.g. "http://127.0.0.1:8765"
+   * (its `status` and `reply` set) when the relay refuses it, and with one that names the
+   * URL ("cannot connect to http://…/publish/<key>: connection refused", `status` null)
+   * when the relay cannot be reached.
+   * @param {string} base e.g. "http://127.0.0.1:8765"; the relay's "ws://127.0.0.1:8765/"
+   *   works too (ws:// is mapped to http://, wss:// to https://)
    * @param {string} key
    * @param {unknown} message
    * @param {{token?: string}} [options] token: sent as Authorization: Bearer
    */
-  static async publish(httpBase, key, message, options = {}) {
+  static async publish(base, key, message, options = {}) {
     const text = typeof message === "string";
     const headers = { "Content-Type": text ? "text/plain; charset=utf-8" : "application/json" };
     if (options.token) headers.Authorization = `Bearer ${options.token}`;
-    const url = `${httpBase.replace(/\/+$/, "")}/publish/${encodeURIComponent(key)}`;
-    const response = await fetch(url, {
-      method: "POST",
-      headers,
-      body: text ? message : JSON.stringify(message),
-    });
+    const url = `${httpBase(base)}/publish/${encodeURIComponent(key)}`;
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers,
+        body: text ? message : JSON.stringify(message),
+      });
+    } catch (error) {
+      throw unreachable(url, error);
+    }
     const body = await response.text();
     let reply = null;
     try {
@@ -138,6 +146,7 @@ class NotifyRelay {
       const error = new Error(`notify-relay refused the message (HTTP ${response.status}): ${reason}`);
       error.status = response.status;
       error.reply = reply;
+      error.url = url;
       throw error;
     }
     return reply;
@@ -148,18 +157,18 @@ class NotifyRelay {
    * the state now, then every change, as {presence, online, connections}. The browser's
    * EventSource reconnects by itself after a drop, and the first event after that is the
    * state then. Returns {close()}.
-   * @param {string} httpBase e.g. "http://127.0.0.1:8765"
+   * @param {string} base e.g. "http://127.0.0.1:8765" (or the relay's ws:// URL, as publish)
    * @param {string} key
    * @param {(state: {presence: string, online: boolean, connections: number}) => void} onchange
    * @param {{token?: string, EventSource?: any}} [options] token: sent as ?token= (an
    *   EventSource cannot send headers); EventSource: the implementation to use.
    */
-  static watchPresence(httpBase, key, onchange, options = {}) {
+  static watchPresence(base, key, onchange, options = {}) {
     const Impl = options.EventSource || globalThis.EventSource;
     if (typeof Impl !== "function") {
       throw new TypeError("no EventSource implementation: pass { EventSource }");
     }
-    let url = `${httpBase.replace(/\/+$/, "")}/presence/${encodeURIComponent(key)}`;
+    let url = `${httpBase(base)}/presence/${encodeURIComponent(key)}`;
     if (options.token) url += `?token=${encodeURIComponent(options.token)}`;
     const source = new Impl(url);
     source.addEventListener("presence", (event) => {
@@ -286,6 +295,46 @@ class NotifyRelay {
     this._status("connecting", { code, retryInMs: wait, attempt: this._attempt + 1 });
     this._retryTimer = setTimeout(() => this._connect(), wait);
   }
+}
+
+/**
+ * The relay's HTTP base for `base`, without a trailing slash: the WebSocket URL a page
+ * already has (ws://, wss://) names the same port, so it is mapped to http:// (https://)
+ * rather than handed to fetch, which cannot use it.
+ */
+function httpBase(base) {
+  if (!/^(https?|wss?):\/\//i.test(base)) {
+    throw new TypeError(`not a relay URL (http://, https://, ws:// or wss://): ${JSON.stringify(base)}`);
+  }
+  return base.replace(/^ws(s?):/i, "http$1:").replace(/\/+$/, "");
+}
+
+/** Why a connection failed, by Node's error code (undici's fetch puts it on the cause). */
+const CONNECT_FAILURES = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "no such host (DNS lookup failed)",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ETIMEDOUT: "timed out",
+  UND_ERR_CONNECT_TIMEOUT: "timed out",
+};
+
+/**
+ * The Error for a fetch of `url` that got no answer. Node's "fetch failed" hides the
+ * reason in `cause` (an AggregateError when several addresses were tried); a browser
+ * gives only "Failed to fetch" and puts the reason in the console.
+ */
+function unreachable(url, error) {
+  const cause = (error && error.cause) || {};
+  const code = cause.code || (cause.errors && cause.errors[0] && cause.errors[0].code);
+  const reason = CONNECT_FAILURES[code] || cause.message || (error && error.message) || String(error);
+  const failure = new Error(`cannot connect to ${url}: ${reason}`, { cause: error });
+  failure.status = null;
+  failure.reply = null;
+  failure.url = url;
+  return failure;
 }
 
 function parseJson(text) {
