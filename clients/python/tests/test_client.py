@@ -1,6 +1,7 @@
-"""notify_relay against the real relay: publish outcomes and refusals, listen in order
-with cursors, through a relay restart (a gap, then live messages, nothing doubled), and
-cancellation that closes cleanly."""
+"""notify_relay against the real relay: publish outcomes and refusals (to the relay's
+http:// or ws:// URL, or to no relay at all), listen in order with cursors, through a
+relay restart (a gap, then live messages, nothing doubled), and cancellation that closes
+cleanly."""
 
 from __future__ import annotations
 
@@ -61,10 +62,26 @@ def test_publish_outcomes(relay: Relay) -> None:
     assert "too long" in str(refused.value)
 
 
-def test_publish_to_no_relay_raises() -> None:
-    with pytest.raises(notify_relay.PublishError) as unreachable:
-        notify_relay.publish(f"http://127.0.0.1:{free_port()}", "k", "nobody listens")
-    assert unreachable.value.status is None
+def test_publish_to_no_relay_says_where_it_could_not_connect() -> None:
+    port = free_port()
+    for url, posted in [
+        (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/publish/k"),
+        (f"ws://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/publish/k"),
+        (f"wss://127.0.0.1:{port}/", f"https://127.0.0.1:{port}/publish/k"),
+    ]:
+        with pytest.raises(notify_relay.PublishError) as unreachable:
+            notify_relay.publish(url, "k", "nobody listens")
+        assert str(unreachable.value) == f"cannot connect to {posted}: connection refused"
+        assert unreachable.value.status is None
+        assert unreachable.value.url == posted
+
+
+def test_publish_to_the_relays_websocket_url(relay: Relay) -> None:
+    """The URL ``listen`` takes (ws://) publishes too: it is the relay's http:// port."""
+    reply = notify_relay.publish(relay.ws, "job-ws", "through ws://")
+    assert (reply["ok"], reply["delivered"], reply["buffered"]) == (True, 0, True)
+    with pytest.raises(ValueError, match="not a relay URL"):
+        notify_relay.publish(f"127.0.0.1:{relay.port}", "job-ws", "no scheme")
 
 
 def test_listen_resumes_through_a_relay_restart(relay: Relay) -> None:
