@@ -1,8 +1,8 @@
 //! The example pages in a real headless Chromium (Debian's), driven by the scripts in
 //! tests/browser through playwright-core, against the real relay and notify-relay-client
 //! binaries: examples/example.html (on the JS client, clients/js; its presence dot is an
-//! EventSource on /presence/<KEY>) and examples/events.html (EventSource); and the JS
-//! client under Node with the `ws` package.
+//! EventSource on /presence/<KEY>) and examples/events.html (EventSource), served over HTTP
+//! and opened from disk (file://); and the JS client under Node with the `ws` package.
 //! scripts/test.sh installs chromium, playwright-core and ws.
 
 mod common;
@@ -69,4 +69,9 @@ fn a_page_from_an_unlisted_origin_cannot_connect_in_chromium() {
 #[test]
 fn presence_streams_to_eventsource_and_the_example_page_shows_a_second_key_online() {
     run_browser_script("presence.test.mjs", "examples/example.html");
+}
+
+#[test]
+fn example_pages_opened_from_disk_connect_and_receive() {
+    run_browser_script("from_disk.test.mjs", "examples/example.html");
 }

@@ -1,4 +1,6 @@
-// Types for notify-relay.js (the notify-relay browser and Node client).
+// Types for notify-relay.js (the notify-relay browser and Node client, an ES module) and
+// for the NotifyRelay global that notify-relay.global.js (the same client as a classic
+// script, for pages opened from file://) sets.
 
 /** A sessionStorage-like store: where the last cursor of each relay and key is kept. */
 export interface CursorStorage {
@@ -50,10 +52,17 @@ export interface PresenceState {
   connections: number;
 }
 
-/** An Error thrown by NotifyRelay.publish when the relay refuses the message. */
+/**
+ * An Error thrown by NotifyRelay.publish: the relay refused the message ("notify-relay
+ * refused the message (HTTP 400): ..."), or it could not be reached ("cannot connect to
+ * http://127.0.0.1:8765/publish/<key>: connection refused").
+ */
 export interface PublishError extends Error {
-  status: number;
+  /** The HTTP status of the refusal; null when the relay could not be reached. */
+  status: number | null;
   reply: { ok: false; error: string } | null;
+  /** The URL that was posted to. */
+  url: string;
 }
 
 /** A resumable subscription to one key of a notify-relay. */
@@ -78,9 +87,13 @@ export class NotifyRelay {
   onstatus: (state: NotifyRelayState, detail: NotifyRelayStatusDetail) => void;
   /** Closes for good with code 1000; no reconnect follows. */
   close(): void;
-  /** POST /publish/<key>: a string as text, anything else as JSON. Rejects with a PublishError. */
+  /**
+   * POST /publish/<key>: a string as text, anything else as JSON. Rejects with a
+   * PublishError. `base` is the relay's HTTP URL ("http://127.0.0.1:8765"); its WebSocket
+   * URL works too (ws:// is mapped to http://, wss:// to https://).
+   */
   static publish(
-    httpBase: string,
+    base: string,
     key: string,
     message: unknown,
     options?: { token?: string },
@@ -88,11 +101,18 @@ export class NotifyRelay {
   /**
    * GET /presence/<key> as Server-Sent Events: `onchange` gets the state now, then every
    * change (the browser's EventSource reconnects by itself). The token goes as ?token=.
+   * `base` as for publish.
    */
   static watchPresence(
-    httpBase: string,
+    base: string,
     key: string,
     onchange: (state: PresenceState) => void,
     options?: { token?: string; EventSource?: unknown },
   ): { close(): void };
+}
+
+declare global {
+  /** The client class, set by notify-relay.global.js (and by importing notify-relay.js). */
+  // eslint-disable-next-line no-var
+  var NotifyRelay: typeof import("./notify-relay.js").NotifyRelay;
 }

@@ -1,6 +1,7 @@
 // examples/events.html in a real headless Chromium: the browser's own EventSource
 // receives what the relay's HTTP publish sends, and a reload resumes from the last event
-// id (kept in sessionStorage) with nothing lost or doubled. Run by tests/browser.rs,
+// id (kept in sessionStorage) with nothing lost or doubled; given the ws:// URL that
+// example.html takes, it connects to the same relay over http://. Run by tests/browser.rs,
 // which passes RELAY_BIN, ROOT and PAGE. The page is served over HTTP from 127.0.0.1 (a
 // real origin: a file:// page's sessionStorage did not always survive leaving the page).
 import { chromium } from "playwright-core";
@@ -57,6 +58,21 @@ try {
   await page.getByText("while away").waitFor();
   const shown = await page.locator("li pre").allTextContents();
   assert.deepEqual(shown, ["while away"], "only what was missed, once");
+
+  // ?server=ws://…/ (example.html's form): the page reads it as the relay's http:// URL,
+  // for its EventSource and for the curl command it suggests.
+  const wsKey = "e4d3c2b1-a098-4765-8321-0fedcba98765";
+  const fromWs = await browser.newPage();
+  fromWs.setDefaultTimeout(TIMEOUT_MS);
+  const wsServer = `ws://127.0.0.1:${port}/`;
+  await fromWs.goto(`${files.url}/${relative(ROOT, PAGE)}?server=${encodeURIComponent(wsServer)}#${wsKey}`);
+  await fromWs.waitForSelector('#state[data-state="open"]');
+  assert.equal(await fromWs.locator("#server").textContent(), server);
+  assert.equal(await fromWs.locator("#command").textContent(),
+    `curl -d 'hello' ${server}/publish/${wsKey}`);
+  const response = await fetch(`${server}/publish/${wsKey}`, { method: "POST", body: "via ws://" });
+  assert.equal(response.status, 200, await response.text());
+  await fromWs.getByText("via ws://").waitFor();
   console.log("browser events: ok");
 } finally {
   await browser.close();

@@ -1,6 +1,6 @@
 // What the browser tests share: Chromium's path and flags, a free port, the real relay
-// started and drained, and a static file server for the pages (module imports are
-// blocked from file://).
+// started and drained, and a static file server for the pages (an http:// origin, as a
+// deployed page has; from_disk.test.mjs opens them from file:// instead).
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { createServer as createHttpServer } from "node:http";

@@ -1,5 +1,6 @@
 // clients/js/notify-relay.js under Node 20 with the ws package, against the real relay:
-// publish outcomes and refusals, messages in order with their cursors (JSON parsed),
+// publish outcomes and refusals (to the relay's http:// or ws:// URL), a publish to a relay
+// that is not there (an error naming the URL), messages in order with their cursors (JSON parsed),
 // ephemeral messages that do not move the stored cursor, a "reload" (a new client on the
 // same storage) that resumes with nothing lost or doubled, a relay restart that shows a
 // gap and then live messages, and close() that closes with 1000 and stays closed.
@@ -63,6 +64,21 @@ try {
     assert.match(error.message, /too long/);
     return true;
   });
+  // The relay's WebSocket URL publishes too: ws:// is its http:// port.
+  const viaWs = await NotifyRelay.publish(ws, "node-ws-url", "via ws://");
+  assert.equal(viaWs.ok, true);
+  // Nobody on the port: the error says where and why, not only "fetch failed".
+  const closed = await freePort();
+  await assert.rejects(NotifyRelay.publish(`ws://127.0.0.1:${closed}/`, key, "lost"), (error) => {
+    const url = `http://127.0.0.1:${closed}/publish/${key}`;
+    assert.equal(error.message, `cannot connect to ${url}: connection refused`);
+    assert.equal(error.status, null);
+    assert.equal(error.url, url);
+    return true;
+  });
+  await assert.rejects(NotifyRelay.publish(`127.0.0.1:${port}`, key, "no scheme"), /not a relay URL/);
+  // The module exports the class the classic script (notify-relay.global.js) sets.
+  assert.equal(globalThis.NotifyRelay, NotifyRelay);
 
   // The first client takes what was kept, in order, JSON parsed, then live messages.
   let client = subscribe(ws, key, storage);

@@ -2,7 +2,7 @@
 
     import notify_relay
 
-    reply = notify_relay.publish("http://127.0.0.1:8765", key, "50% done")
+    reply = notify_relay.publish("http://127.0.0.1:8765", key, "50% done")  # or ws://…/
     async for m in notify_relay.listen("ws://127.0.0.1:8765/", key, since="earliest"):
         print(m.data, m.cursor, m.gap)
     async for p in notify_relay.watch("ws://127.0.0.1:8765/", [key]):
@@ -18,6 +18,7 @@ a message twice. Cancelling the task that iterates it closes the connection clea
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import random
 import urllib.error
@@ -87,16 +88,28 @@ class Presence:
 class PublishError(Exception):
     """The relay refused a publish, or could not be reached.
 
-    ``status`` is the HTTP status (``None`` when there was no answer), ``error`` the
-    relay's reason (e.g. ``"recipient_uuid is too long"``), ``reply`` its parsed answer.
+    ``status`` is the HTTP status (``None`` when there was no answer); ``error`` the
+    relay's reason (e.g. ``"recipient_uuid is too long"``) or, with no answer, what failed
+    and where (e.g. ``"cannot connect to http://127.0.0.1:8765/publish/k: connection
+    refused"``), which is then the whole message; ``reply`` the relay's parsed answer;
+    ``url`` the URL posted to.
     """
 
-    def __init__(self, status: Optional[int], error: str, reply: Optional[Dict[str, Any]] = None):
-        where = f"HTTP {status}" if status is not None else "no answer"
-        super().__init__(f"notify-relay refused the message ({where}): {error}")
+    def __init__(
+        self,
+        status: Optional[int],
+        error: str,
+        reply: Optional[Dict[str, Any]] = None,
+        url: Optional[str] = None,
+    ):
+        if status is None:
+            super().__init__(error)
+        else:
+            super().__init__(f"notify-relay refused the message (HTTP {status}): {error}")
         self.status = status
         self.error = error
         self.reply = reply
+        self.url = url
 
 
 class RegistrationRefused(Exception):
@@ -121,12 +134,15 @@ def publish(
 ) -> Dict[str, Any]:
     """Publish ``message`` to ``key`` with ``POST <url>/publish/<key>`` (standard library).
 
-    A ``str`` is sent as text, any other value as JSON. ``token`` goes in an
+    ``url`` is the relay's HTTP URL (``http://127.0.0.1:8765``); its WebSocket URL, the
+    one ``listen`` takes, works too (``ws://`` is mapped to ``http://``, ``wss://`` to
+    ``https://``). A ``str`` is sent as text, any other value as JSON. ``token`` goes in an
     ``Authorization: Bearer`` header (access control). Returns the relay's answer, e.g.
     ``{"ok": True, "delivered": 1, "buffered": False, "cursor": "..."}``: ``delivered`` is
     how many live connections got it, ``buffered`` whether it was kept for the next
     registration. Raises :class:`PublishError` on an error status or reply, or when the
-    relay cannot be reached.
+    relay cannot be reached (``"cannot connect to <URL>: connection refused"``), and
+    ``ValueError`` for a URL that is none of these.
     """
     if isinstance(message, str):
         body, content_type = message.encode(), "text/plain; charset=utf-8"
@@ -135,23 +151,52 @@ def publish(
     headers = {"Content-Type": content_type}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    target = f"{url.rstrip('/')}/publish/{urllib.parse.quote(key, safe='')}"
+    target = f"{_http_base(url)}/publish/{urllib.parse.quote(key, safe='')}"
     request = urllib.request.Request(target, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, text = response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         status, text = error.code, error.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as error:
-        raise PublishError(None, str(getattr(error, "reason", error))) from error
+    except urllib.error.URLError as error:
+        # urllib wraps what failed while connecting and sending the request.
+        failure = f"cannot connect to {target}: {_reason(error.reason)}"
+        raise PublishError(None, failure, url=target) from error
+    except (OSError, http.client.HTTPException) as error:
+        # Connected, but no answer came: a timeout, a reset, or not an HTTP server.
+        raise PublishError(None, f"no answer from {target}: {_reason(error)}", url=target) from error
     try:
         reply = json.loads(text)
     except ValueError:
-        raise PublishError(status, text.strip() or "an answer that is not JSON") from None
+        raise PublishError(status, text.strip() or "an answer that is not JSON", url=target) from None
     if status != 200 or not isinstance(reply, dict) or reply.get("ok") is not True:
         reason = reply.get("error", text) if isinstance(reply, dict) else text
-        raise PublishError(status, str(reason), reply if isinstance(reply, dict) else None)
+        raise PublishError(status, str(reason), reply if isinstance(reply, dict) else None, target)
     return reply
+
+
+#: The scheme ``publish`` posts with for each scheme a relay URL may have.
+_HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+def _http_base(url: str) -> str:
+    """The relay's HTTP URL without a trailing slash. A ws:// (wss://) URL names the same
+    port as http:// (https://), so the URL a caller has for ``listen`` publishes too."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in _HTTP_SCHEMES:
+        raise ValueError(f"not a relay URL (http://, https://, ws:// or wss://): {url!r}")
+    return f"{_HTTP_SCHEMES[scheme.lower()]}://{rest}".rstrip("/")
+
+
+def _reason(error: Any) -> str:
+    """A short reason for an error: "connection refused", not "[Errno 111] Connection
+    refused"."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    text = text or type(error).__name__
+    # "Connection refused" reads as part of a sentence; "SSL: ..." keeps its capitals.
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
 
 
 async def listen(

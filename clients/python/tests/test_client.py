@@ -1,11 +1,14 @@
-"""notify_relay against the real relay: publish outcomes and refusals, listen in order
-with cursors, through a relay restart (a gap, then live messages, nothing doubled), and
+"""notify_relay against the real relay: publish outcomes and refusals (to the relay's
+http:// or ws:// URL, to no relay, to a server that hangs up), listen in order with
+cursors, through a relay restart (a gap, then live messages, nothing doubled), and
 cancellation that closes cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
 from typing import AsyncIterator, List
 
 import pytest
@@ -61,10 +64,57 @@ def test_publish_outcomes(relay: Relay) -> None:
     assert "too long" in str(refused.value)
 
 
-def test_publish_to_no_relay_raises() -> None:
-    with pytest.raises(notify_relay.PublishError) as unreachable:
-        notify_relay.publish(f"http://127.0.0.1:{free_port()}", "k", "nobody listens")
-    assert unreachable.value.status is None
+def test_publish_to_no_relay_says_where_it_could_not_connect() -> None:
+    port = free_port()
+    for url, posted in [
+        (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/publish/k"),
+        (f"ws://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/publish/k"),
+        (f"wss://127.0.0.1:{port}/", f"https://127.0.0.1:{port}/publish/k"),
+    ]:
+        with pytest.raises(notify_relay.PublishError) as unreachable:
+            notify_relay.publish(url, "k", "nobody listens")
+        assert str(unreachable.value) == f"cannot connect to {posted}: connection refused"
+        assert unreachable.value.status is None
+        assert unreachable.value.url == posted
+
+
+def test_publish_to_a_server_that_never_answers_says_so() -> None:
+    """Something on the port takes the request and hangs up without an answer (not the
+    relay, or one that died mid-request): "no answer from", not "cannot connect to"."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        server.settimeout(DEADLINE_S)
+
+        def take_the_request_and_hang_up() -> None:
+            connection, _ = server.accept()
+            with connection:
+                received = b""
+                # The whole request (the body is last), so the client's writes succeed.
+                while b"nobody answers" not in received:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        return
+                    received += chunk
+
+        peer = threading.Thread(target=take_the_request_and_hang_up)
+        peer.start()
+        try:
+            with pytest.raises(notify_relay.PublishError) as unanswered:
+                notify_relay.publish(f"http://127.0.0.1:{port}", "k", "nobody answers")
+        finally:
+            peer.join(DEADLINE_S)
+    posted = f"http://127.0.0.1:{port}/publish/k"
+    assert str(unanswered.value).startswith(f"no answer from {posted}: "), str(unanswered.value)
+    assert unanswered.value.status is None
+    assert unanswered.value.url == posted
+
+
+def test_publish_to_the_relays_websocket_url(relay: Relay) -> None:
+    """The URL ``listen`` takes (ws://) publishes too: it is the relay's http:// port."""
+    reply = notify_relay.publish(relay.ws, "job-ws", "through ws://")
+    assert (reply["ok"], reply["delivered"], reply["buffered"]) == (True, 0, True)
+    with pytest.raises(ValueError, match="not a relay URL"):
+        notify_relay.publish(f"127.0.0.1:{relay.port}", "job-ws", "no scheme")
 
 
 def test_listen_resumes_through_a_relay_restart(relay: Relay) -> None:
