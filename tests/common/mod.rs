@@ -414,11 +414,6 @@ impl RelayProcess {
         Self::start(command, args)
     }
 
-    /// Starts another build of the relay (e.g. the one unpacked from the .deb).
-    pub fn spawn_binary(binary: &std::path::Path, args: &[&str]) -> Self {
-        Self::start(Command::new(binary), args)
-    }
-
     /// Starts the relay with both open-file limits (soft and hard) set to `limit`.
     pub fn spawn_with_open_file_limit(limit: u32, args: &[&str]) -> Self {
         let mut shell = Command::new("sh");
