@@ -538,6 +538,16 @@ impl RelayProcess {
         }
     }
 
+    /// The value of `series` in the relay's /metrics now.
+    pub fn metric(&self, series: &str) -> f64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_, _, text) = runtime.block_on(http_request(self.addr, "GET", "/metrics"));
+        metric(&text, series)
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
