@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{workspace_binary, KillOnDrop, RelayProcess};
+use common::{workspace_binary, KillOnDrop, RelayProcess, DEADLINE};
 
 fn cli(relay: &RelayProcess, args: &[&str]) -> Output {
     Command::new(workspace_binary("notify-relay-client"))
@@ -26,6 +26,16 @@ fn listener(relay: &RelayProcess, uuid: &str, extra: &[&str]) -> KillOnDrop {
 
 /// Starts the CLI with `args` and `extra`; returns it once stderr said `ready`.
 fn started(relay: &RelayProcess, args: &[&str], extra: &[&str], ready: &str) -> KillOnDrop {
+    started_with_stderr(relay, args, extra, ready).0
+}
+
+/// [`started`], with the rest of the CLI's stderr (complete once it exited).
+fn started_with_stderr(
+    relay: &RelayProcess,
+    args: &[&str],
+    extra: &[&str],
+    ready: &str,
+) -> (KillOnDrop, std::thread::JoinHandle<String>) {
     let mut child = KillOnDrop::new(
         Command::new(workspace_binary("notify-relay-client"))
             .args(args)
@@ -44,8 +54,21 @@ fn started(relay: &RelayProcess, args: &[&str], extra: &[&str], ready: &str) -> 
         .map_while(Result::ok)
         .any(|l| l.contains(ready));
     assert!(confirmed, "never got to {ready:?}");
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+    let rest =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    (child, rest)
+}
+
+/// Waits (with the deadline) until `child` exits by itself; its exit code.
+fn exit_code(mut child: KillOnDrop) -> Option<i32> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        assert!(start.elapsed() < DEADLINE, "the CLI did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn stdout_lines(child: KillOnDrop) -> (Option<i32>, Vec<String>) {
@@ -115,8 +138,6 @@ fn send_exit_codes_say_what_happened() {
     assert_eq!(code, Some(0));
     assert_eq!(lines, ["50% done", r#"{"step":2,"of":4}"#]);
 
-    let out = cli(&relay, &["send", "--json", "tab-1", "{not json"]);
-    assert_eq!(out.status.code(), Some(1));
     let out = cli(&relay, &["send", "", "x"]);
     assert_eq!(out.status.code(), Some(1), "an empty key is rejected");
 }
@@ -160,15 +181,27 @@ fn send_dash_streams_standard_input_over_one_connection() {
     assert_eq!(code, Some(0));
     assert_eq!(lines, ["step 1", "step 2", "step 3"]);
     // One connection for the whole stream (plus the listener's).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let (_, _, metrics) = rt.block_on(common::http_request(relay.addr, "GET", "/metrics"));
-    assert_eq!(
-        common::metric(&metrics, "notify_relay_connections_opened_total"),
-        2.0
-    );
+    assert_eq!(relay.metric("notify_relay_connections_opened_total"), 2.0);
+}
+
+#[test]
+fn listen_without_count_listens_for_its_timeout_then_exits_0() {
+    let relay = RelayProcess::spawn(&[]);
+    let out = cli(&relay, &["listen", "quiet", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = cli(&relay, &["watch", "quiet", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "quiet offline 0\n");
+    // Never connected in that time: the listen did not happen.
+    let out = Command::new(workspace_binary("notify-relay-client"))
+        .args(["listen", "quiet", "--timeout", "1s"])
+        .env(
+            "NOTIFY_RELAY_URL",
+            format!("ws://127.0.0.1:{}/", common::free_port()),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
 }
 
 #[test]
@@ -230,6 +263,118 @@ fn a_url_that_is_not_ws_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+#[test]
+fn a_bad_since_or_json_is_a_usage_error_before_connecting() {
+    let relay = RelayProcess::spawn(&[]);
+    let out = cli(&relay, &["send", "--json", "k", "{bad"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("not JSON"), "{stderr}");
+    // (--timeout bounds a CLI that accepts the value and listens.)
+    for since in ["lastest", "", "k3x9:", ":5", "k3x9:x", "k 3:1", "k3x9:1:2"] {
+        let out = cli(
+            &relay,
+            &["listen", "k", "--since", since, "--timeout", "2s"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{since:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid value") && stderr.contains("--since"),
+            "{since:?}: {stderr}"
+        );
+        assert!(stderr.contains("earliest"), "says what is valid: {stderr}");
+    }
+    assert_eq!(relay.metric("notify_relay_connections_opened_total"), 0.0);
+}
+
+#[test]
+fn listen_since_takes_earliest_latest_and_a_cursor_it_printed() {
+    let relay = RelayProcess::spawn(&[]);
+    assert_eq!(
+        cli(&relay, &["send", "resumed", "one"]).status.code(),
+        Some(6)
+    );
+    let out = cli(&relay, &["listen", "resumed", "--cursors", "--count", "1"]);
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (cursor, text) = first.trim_end().split_once('\t').expect("CURSOR\tTEXT");
+    assert_eq!(text, "one");
+    assert_eq!(
+        cli(&relay, &["send", "resumed", "two"]).status.code(),
+        Some(6)
+    );
+    for (since, expected) in [("earliest", "one"), (cursor, "two")] {
+        let out = cli(
+            &relay,
+            &["listen", "resumed", "--since", since, "--count", "1"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{since}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("gap"),
+            "{out:?}"
+        );
+    }
+    let listen = listener(&relay, "resumed", &["--since", "latest", "--count", "1"]);
+    assert_eq!(
+        cli(&relay, &["send", "resumed", "three"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(stdout_lines(listen), (Some(0), vec!["three".to_owned()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_output_ends_listen_and_watch_quietly_with_a_close_handshake() {
+    let relay = RelayProcess::spawn(&[]);
+    // `listen K | head -1`, then another message: the CLI ends (at once, or at the latest
+    // when it writes that message), so the send finds it or the key empty.
+    let listen = started_with_stderr(&relay, &["listen", "piped"], &[], "listening as");
+    let first = cli(&relay, &["send", "piped", "first"]);
+    assert_eq!(first.status.code(), Some(0));
+    ends_quietly_after_one_line(listen, "first", || {
+        let second = cli(&relay, &["send", "piped", "second"]);
+        assert!(matches!(second.status.code(), Some(0 | 6)), "{second:?}");
+    });
+    // And without another message: it does not wait for one.
+    let watch = started_with_stderr(&relay, &["watch", "quiet"], &[], "watching");
+    ends_quietly_after_one_line(watch, "quiet offline 0", || ());
+
+    let metrics = metrics_once_all_closed(&relay).await;
+    assert_eq!(closed_total(&metrics, "reset"), 0.0, "{metrics}");
+    assert_eq!(closed_total(&metrics, "client_close"), 4.0, "{metrics}");
+}
+
+/// Reads `line` from the CLI's stdout and closes the pipe, as `head -1` does, runs
+/// `then`, and checks that the CLI exits 0 by itself without a panic.
+fn ends_quietly_after_one_line(
+    (mut child, stderr): (KillOnDrop, std::thread::JoinHandle<String>),
+    line: &str,
+    then: impl FnOnce(),
+) {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read = String::new();
+    stdout.read_line(&mut read).expect("read a line");
+    assert_eq!(read.trim_end(), line);
+    drop(stdout);
+    then();
+    assert_eq!(exit_code(child), Some(0));
+    let stderr = stderr.join().expect("stderr");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The relay's metrics once it has no connection left (waited for with the deadline).
+async fn metrics_once_all_closed(relay: &RelayProcess) -> String {
+    common::within("every CLI connection counted as closed", async {
+        loop {
+            let (_, _, text) = common::http_request(relay.addr, "GET", "/metrics").await;
+            if common::metric(&text, "notify_relay_connections") == 0.0 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 fn closed_total(metrics: &str, reason: &str) -> f64 {
     common::metric(
         metrics,
@@ -241,12 +386,15 @@ fn closed_total(metrics: &str, reason: &str) -> f64 {
 async fn every_way_out_closes_the_connection_cleanly() {
     let relay = RelayProcess::spawn(&[]);
     let runs = [
-        // Nobody there (kept), rejected after connecting, not JSON.
+        // Nobody there (kept), rejected after connecting.
         (vec!["send", "anyone", "x"], 6),
         (vec!["send", "", "x"], 1),
-        (vec!["send", "--json", "anyone", "{nope"], 1),
-        // --timeout expiry while listening, and --count reached.
-        (vec!["listen", "quiet", "--timeout", "300ms"], 5),
+        // --timeout expiry while listening, before and without a --count; --count reached.
+        (
+            vec!["listen", "quiet", "--count", "1", "--timeout", "300ms"],
+            5,
+        ),
+        (vec!["listen", "quiet", "--timeout", "300ms"], 0),
     ];
     for (args, code) in &runs {
         let out = cli(&relay, args);
@@ -279,16 +427,7 @@ async fn every_way_out_closes_the_connection_cleanly() {
 
     // 4 + 2 (listener, sender) + 1 + 1 connections, all closed by their clients.
     let opened = (runs.len() + 4) as f64;
-    let metrics = common::within("every CLI connection counted as closed", async {
-        loop {
-            let (_, _, text) = common::http_request(relay.addr, "GET", "/metrics").await;
-            if common::metric(&text, "notify_relay_connections") == 0.0 {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let metrics = metrics_once_all_closed(&relay).await;
     assert_eq!(
         common::metric(&metrics, "notify_relay_connections_opened_total"),
         opened

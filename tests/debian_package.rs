@@ -1,8 +1,10 @@
 //! The Debian package (`cargo deb`, [package.metadata.deb] in Cargo.toml): built from this
-//! build's relay, inspected with `dpkg-deb -c` and `-I` (the binary in /usr/bin, the unit,
-//! /etc/default/notify-relay as a conffile, the docs, the system user made in postinst),
-//! its unit checked against systemd/notify-relay.service and by `systemd-analyze verify`,
-//! and unpacked with `dpkg-deb -x` into a scratch folder whose binary runs and serves.
+//! build's relay and client, inspected with `dpkg-deb -c` and `-I` (both binaries in
+//! /usr/bin, the unit, /etc/default/notify-relay as a conffile, the docs, the system user
+//! made in postinst), its unit checked against systemd/notify-relay.service and by
+//! `systemd-analyze verify`, and unpacked with `dpkg-deb -x` into a scratch folder: its
+//! README's links lead to files it carries, and its relay, started with the packaged
+//! /etc/default/notify-relay as systemd reads it, serves on loopback only.
 //! scripts/test.sh installs cargo-deb; this test fails, not skips, without it.
 
 mod common;
@@ -10,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{rewrite, RelayProcess};
+use common::{free_port, rewrite, systemd_environment, RelayProcess};
 
 /// The unit for a manual install, which the package's unit follows.
 const MANUAL_UNIT: &str = "systemd/notify-relay.service";
@@ -33,8 +35,8 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// `cargo deb` on the relay this test suite built (the dev profile, no second build;
-/// fast compression):
+/// `cargo deb` on the relay and client this test suite built (the dev profile, no second
+/// build; fast compression; `cargo build --workspace --bins` builds the client):
 /// the path of the .deb in `out`.
 fn build_deb(out: &Path) -> PathBuf {
     let relay = Path::new(env!("CARGO_BIN_EXE_notify-relay"));
@@ -74,13 +76,17 @@ fn the_deb_installs_the_daemon_unit_settings_user_and_docs_and_its_binary_serves
     let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
     for (mode, path) in [
         ("-rwxr-xr-x", "./usr/bin/notify-relay"),
+        ("-rwxr-xr-x", "./usr/bin/notify-relay-client"),
         (
             "-rw-r--r--",
             "./usr/lib/systemd/system/notify-relay.service",
         ),
         ("-rw-r--r--", "./etc/default/notify-relay"),
         ("-rw-r--r--", "./usr/share/doc/notify-relay/README.md"),
-        ("-rw-r--r--", "./usr/share/doc/notify-relay/PROTOCOL.md"),
+        (
+            "-rw-r--r--",
+            "./usr/share/doc/notify-relay/docs/PROTOCOL.md",
+        ),
         ("-rw-r--r--", "./usr/share/doc/notify-relay/copyright"),
         (
             "-rw-r--r--",
@@ -134,6 +140,9 @@ fn the_deb_installs_the_daemon_unit_settings_user_and_docs_and_its_binary_serves
         version.trim(),
         format!("notify-relay {}", env!("CARGO_PKG_VERSION"))
     );
+    // The client that README's migration table puts in place of the original client.py.
+    let client = run(Command::new(unpacked.join("usr/bin/notify-relay-client")).arg("--version"));
+    assert!(client.starts_with("notify-relay-client "), "{client}");
 
     // /etc/default/notify-relay names only settings the packaged relay has.
     let help = run(Command::new(&binary).arg("--help"));
@@ -190,12 +199,63 @@ fn the_deb_installs_the_daemon_unit_settings_user_and_docs_and_its_binary_serves
         .arg("verify")
         .arg(&unit_here));
 
-    // The unpacked binary serves: /healthz answers 200.
-    let relay = RelayProcess::spawn_binary(&binary, &[]);
+    // The unpacked binary serves with the packaged settings, as systemd reads them (the
+    // port made free): on loopback only, until the operator opens it up.
+    let host_line = defaults
+        .lines()
+        .position(|line| line == "NOTIFY_RELAY_HOST=127.0.0.1")
+        .unwrap_or_else(|| panic!("NOTIFY_RELAY_HOST=127.0.0.1 is not set:\n{defaults}"));
+    let above = host_line
+        .checked_sub(1)
+        .and_then(|i| defaults.lines().nth(i));
+    assert!(
+        above.is_some_and(|line| line.starts_with('#')),
+        "no comment above NOTIFY_RELAY_HOST says how to open it up"
+    );
+    let settings: Vec<(String, String)> = systemd_environment(&defaults)
+        .into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "NOTIFY_RELAY_PORT" => (name, free_port().to_string()),
+            _ => (name, value),
+        })
+        .collect();
+    let relay = RelayProcess::spawn_with_only_env(&binary, &settings);
+    assert_eq!(relay.addr.ip().to_string(), "127.0.0.1");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let (status, _, body) = runtime.block_on(common::http_request(relay.addr, "GET", "/healthz"));
     assert_eq!(status, 200, "{body}");
+
+    assert_links_resolve(&unpacked, "usr/share/doc/notify-relay/README.md");
+}
+
+/// Every relative link of the markdown file `doc` (under `root`) names a file that is
+/// under `root` too: the package carries what its README points to.
+fn assert_links_resolve(root: &Path, doc: &str) {
+    let path = root.join(doc);
+    let text = std::fs::read_to_string(&path).expect("packaged doc");
+    let dir = path.parent().expect("doc directory");
+    let mut checked = 0;
+    let links = text
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(link, _)| link));
+    for link in links {
+        let file = link.split('#').next().unwrap_or_default();
+        if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+            continue;
+        }
+        let resolved = dir.join(file);
+        let inside = resolved.canonicalize().is_ok_and(|real| {
+            real.is_file() && real.starts_with(root.canonicalize().expect("root"))
+        });
+        assert!(
+            inside,
+            "{doc} links {file}, which the package does not carry"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no relative link found in {doc}");
 }

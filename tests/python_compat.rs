@@ -63,12 +63,7 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
 }
 
 fn keys_registered(relay: &RelayProcess) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (_, _, text) = rt.block_on(common::http_request(relay.addr, "GET", "/metrics"));
-    common::metric(&text, "notify_relay_keys") as usize
+    relay.metric("notify_relay_keys") as usize
 }
 
 fn wait_until_registered(relay: &RelayProcess, keys: usize) {

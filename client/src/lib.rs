@@ -227,6 +227,32 @@ pub fn check_url(url: &str) -> Result<(), Error> {
     parse_url(url).map(drop)
 }
 
+/// Checks that `since` is a start [`Client::resume`] can give the relay: `"earliest"`,
+/// `"latest"`, or a cursor of the form the relay issues (`EPOCH:SEQ`, the epoch letters,
+/// digits and dots, as the relay's `Position::parse` reads it). The relay takes any other
+/// text as a cursor it cannot read and answers with a gap and a full replay, so a typo
+/// is better caught here; the error says what is valid.
+pub fn check_since(since: &str) -> Result<(), String> {
+    if matches!(since, "earliest" | "latest") {
+        return Ok(());
+    }
+    let cursor = since.rsplit_once(':').filter(|(epoch, seq)| {
+        !epoch.is_empty()
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            && seq.parse::<u64>().is_ok()
+    });
+    match cursor {
+        Some(_) => Ok(()),
+        None => Err(
+            "expected `earliest`, `latest` or a cursor the relay gave (EPOCH:SEQ, e.g. \
+             k3x9f2a01b7c.0:5)"
+                .to_owned(),
+        ),
+    }
+}
+
 /// Where a relay is: its URL, as checked by [`check_url`].
 struct Address {
     url: String,
@@ -444,7 +470,8 @@ impl Client {
 
     /// Registers under `key`, resuming from `since`: a cursor from an earlier
     /// [`Event::Message`] or [`Event::Gap`], `"earliest"` (everything the relay retains)
-    /// or `"latest"` (nothing old). Read what arrives with [`Client::next_event`].
+    /// or `"latest"` (nothing old); [`check_since`] tells a typo from these. Read what
+    /// arrives with [`Client::next_event`].
     pub async fn resume(&mut self, key: &str, since: &str) -> Result<(), Error> {
         let connected = Payload::Text("connected".into()).to_raw()?;
         let token = self.token.clone();
@@ -617,6 +644,29 @@ impl Client {
                 }
                 Some(Err(e)) => return Err(Error::Closed(e.to_string())),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_since;
+
+    #[test]
+    fn since_is_earliest_latest_or_a_relay_cursor() {
+        for good in [
+            "earliest",
+            "latest",
+            "k3x9f2a01b7c.0:5",
+            "e:0",
+            "A1.b2:18446744073709551615",
+        ] {
+            assert_eq!(check_since(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "", "lastest", "Earliest", ":", "e:", ":5", "e:-1", "e:x", "e f:1", "e:1:2", "-",
+        ] {
+            assert!(check_since(bad).is_err(), "{bad:?}");
         }
     }
 }

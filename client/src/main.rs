@@ -1,20 +1,28 @@
 //! `notify-relay-client`: send a notification to a UUID (the replacement for the
 //! original `python client.py <recipient_uuid> "message"`), or listen for them.
 
+use std::cell::Cell;
+use std::fmt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use notify_relay_client::{
-    check_url, registration_token, Backoff, Client, ClientOptions, Connector, Error, Event,
-    Payload, Presence, SendOptions, DEFAULT_URL,
+    check_since, check_url, registration_token, Backoff, Client, ClientOptions, Connector, Error,
+    Event, Payload, Presence, SendOptions, DEFAULT_URL,
 };
+use rustix::event::{PollFd, PollFlags};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
-/// Delivered (send), or --count messages (listen) or lines (watch) printed.
+/// Delivered (send); --count messages (listen) or lines (watch) printed, or without
+/// --count, --timeout passed while listening or watching; or the reader of standard
+/// output went away (`| head -1`).
 const EXIT_OK: u8 = 0;
 /// The relay rejected the frame, or another failure.
 const EXIT_FAILED: u8 = 1;
@@ -22,10 +30,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_NOBODY: u8 = 3;
 /// The relay could not be reached, or its TLS certificate is not trusted.
 const EXIT_UNREACHABLE: u8 = 4;
-/// A malformed command line, including a --url that is not a ws:// or wss:// URL and a
-/// --ca-cert file that cannot be used.
+/// A malformed command line, including a --url that is not a ws:// or wss:// URL, a
+/// --since that is no start the relay knows, a `send --json` MESSAGE that is not JSON and
+/// a --ca-cert file that cannot be used.
 const EXIT_USAGE: u8 = 2;
-/// --timeout passed first.
+/// --timeout passed before --count was reached, or before the relay could be reached.
 const EXIT_TIMEOUT: u8 = 5;
 /// Nobody is connected now; the relay kept the message for the next registration.
 const EXIT_PENDING: u8 = 6;
@@ -34,14 +43,18 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-    0  delivered to at least one connection (send), or --count messages received (listen)
-       or --count lines printed (watch)
-    1  the relay rejected the message, or another failure
-    2  bad command line (including a --url that is not ws:// or wss://HOST:PORT/, and a
-       --ca-cert file that cannot be read or holds no certificate)
+    0  delivered to at least one connection (send); --count messages received (listen)
+       or --count lines printed (watch), or without --count, --timeout passed while
+       listening or watching; or standard output was closed (e.g. `| head -1`)
+    1  the relay rejected the message, or another failure (including a line of standard
+       input that is not JSON with `send --json UUID -`)
+    2  bad command line (including a --url that is not ws:// or wss://HOST:PORT/, a
+       --since that is not earliest, latest or a cursor, a `send --json` MESSAGE that
+       is not JSON, and a --ca-cert file that cannot be read or holds no certificate)
     3  nobody is registered under the UUID and the relay kept nothing: the message is lost
     4  the relay could not be reached, or (wss://) its certificate is not trusted
-    5  --timeout passed first
+    5  --timeout passed before --count was reached, or while the relay could not be
+       reached
     6  nobody is connected now: the relay keeps the message for the next registration
   130  stopped by SIGINT (Ctrl-C) or SIGTERM
 
@@ -99,7 +112,7 @@ enum Command {
         uuid: String,
         /// Where to start: `earliest` (what the relay retains for UUID), `latest` (only
         /// new messages), or a cursor printed by --cursors.
-        #[arg(long, default_value = "earliest")]
+        #[arg(long, default_value = "earliest", value_parser = parse_since)]
         since: String,
         /// Print each message's cursor before it, separated by a tab.
         #[arg(long)]
@@ -107,7 +120,8 @@ enum Command {
         /// Exit (0) after this many messages.
         #[arg(long)]
         count: Option<u64>,
-        /// Exit (5) if this much time passes before --count messages arrived.
+        /// Listen this long, then exit: 0, or 5 if --count messages have not arrived (or
+        /// the relay could not be reached).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
         /// Registration token (a JWT for UUID) for a relay started with --auth-secret; a
@@ -131,7 +145,8 @@ enum Command {
         /// Exit (0) after this many lines.
         #[arg(long)]
         count: Option<u64>,
-        /// Exit (5) if this much time passes before --count lines were printed.
+        /// Watch this long, then exit: 0, or 5 if --count lines have not been printed (or
+        /// the relay could not be reached).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
         /// A token (a JWT for the key) for a relay started with --auth-secret: one for
@@ -159,6 +174,14 @@ fn main() -> ExitCode {
     if let Command::Token { uuid, ttl } = &cli.command {
         return ExitCode::from(print_token(uuid, *ttl));
     }
+    // A MESSAGE that is not JSON is a bad command line: said before any connection.
+    let single = match &cli.command {
+        Command::Send { message, json, .. } if message != "-" => match payload(*json, message) {
+            Ok(payload) => Some(payload),
+            Err(e) => usage_error("send", &e),
+        },
+        _ => None,
+    };
     let options = match &cli.ca_cert {
         Some(path) => ClientOptions::default().ca_cert(path),
         None => ClientOptions::default(),
@@ -180,7 +203,9 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        let mut interrupt = match Interrupt::new() {
+        // Only listen and watch write to standard output.
+        let prints = matches!(cli.command, Command::Listen { .. } | Command::Watch { .. });
+        let mut interrupt = match Interrupt::new(prints) {
             Ok(interrupt) => interrupt,
             Err(e) => {
                 eprintln!("notify-relay-client: cannot handle signals: {e}");
@@ -190,7 +215,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Send {
                 uuid,
-                message,
+                message: _,
                 json,
                 ephemeral,
                 collapse,
@@ -204,7 +229,7 @@ fn main() -> ExitCode {
                         collapse,
                     },
                 };
-                send(&connector, &sending, &message, timeout, &mut interrupt).await
+                send(&connector, &sending, single, timeout, &mut interrupt).await
             }
             Command::Listen {
                 uuid,
@@ -254,8 +279,11 @@ fn main() -> ExitCode {
 fn print_token(uuid: &str, ttl: Duration) -> u8 {
     match std::env::var(SECRET_VARIABLE) {
         Ok(secret) if !secret.is_empty() => {
-            println!("{}", registration_token(secret.as_bytes(), uuid, ttl));
-            EXIT_OK
+            let token = registration_token(secret.as_bytes(), uuid, ttl);
+            match print_line(format_args!("{token}")) {
+                Ok(()) => EXIT_OK,
+                Err(e) => output_failed(&e),
+            }
         }
         _ => {
             eprintln!("notify-relay-client: set {SECRET_VARIABLE} to the relay's --auth-secret");
@@ -272,27 +300,110 @@ fn parse_url(url: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// SIGINT and SIGTERM, caught so that the program closes its connection before exiting.
+/// `--since`: a typo would be taken by the relay as a cursor it cannot read (a gap and
+/// a replay of everything), so it is refused like any bad flag (exit 2).
+fn parse_since(since: &str) -> Result<String, String> {
+    check_since(since).map(|()| since.to_owned())
+}
+
+/// Exits as clap does for a bad value (the message, the usage, status 2), for a check
+/// that needs more than one argument.
+fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut command = cli.find_subcommand(subcommand).cloned().unwrap_or(cli);
+    command.error(ErrorKind::ValueValidation, message).exit()
+}
+
+/// What `send` sends for `text`: the JSON value it holds with --json, else the text.
+fn payload(json: bool, text: &str) -> Result<Payload, String> {
+    if !json {
+        return Ok(Payload::Text(text.to_owned()));
+    }
+    Payload::json(text)
+        .map_err(|e| format!("MESSAGE is not JSON, which --json asks for ({e}): {text}"))
+}
+
+/// Prints one line on standard output. Unlike println!, which panics, it returns the
+/// error: a reader that went away (`listen | head -1`) ends the command quietly.
+fn print_line(line: fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush())
+}
+
+/// The exit code when standard output cannot be written: 0 when its reader is gone, the
+/// way `| head` expects (it has what it wanted); 1 for a real failure (a full disk).
+fn output_failed(error: &std::io::Error) -> u8 {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        return EXIT_OK;
+    }
+    eprintln!("notify-relay-client: writing standard output: {error}");
+    EXIT_FAILED
+}
+
+/// What stops a command from outside: SIGINT and SIGTERM, caught so that the program
+/// closes its connection before exiting, and the reader of standard output going away.
 struct Interrupt {
     int: Signal,
     term: Signal,
+    /// Turns true when standard output's reader is gone (see [`watch_output`]).
+    output_gone: Option<watch::Receiver<bool>>,
 }
 
 impl Interrupt {
-    fn new() -> std::io::Result<Self> {
+    /// Catches the signals, and with `prints` watches standard output.
+    fn new(prints: bool) -> std::io::Result<Self> {
         Ok(Self {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            output_gone: prints.then(watch_output),
         })
     }
 
-    /// Waits for the next signal; cancel-safe, so it can sit in every `select!`.
-    async fn recv(&mut self) -> &'static str {
+    /// Waits for the next signal or the end of the output; cancel-safe, so it can sit in
+    /// every `select!`.
+    async fn recv(&mut self) -> Stop {
+        let output_gone = async {
+            let gone = match &mut self.output_gone {
+                Some(gone) => gone.wait_for(|gone| *gone).await.is_ok(),
+                None => false,
+            };
+            // Not watched, or not watchable: never.
+            if !gone {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => Stop::Interrupted("SIGINT"),
+            _ = self.term.recv() => Stop::Interrupted("SIGTERM"),
+            () = output_gone => Stop::Output(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
+}
+
+/// Watches standard output for its reader going away (`listen | head -1`), so the command
+/// ends then rather than at its next line, which may never come: poll(2) reports an error
+/// on a pipe whose read end closed (a hang-up on a socket or terminal). A file or
+/// /dev/null reports neither, and the watch never fires. poll blocks, hence the thread; it
+/// is left to end with the process.
+fn watch_output() -> watch::Receiver<bool> {
+    let (gone, receiver) = watch::channel(false);
+    std::thread::spawn(move || {
+        let stdout = std::io::stdout();
+        let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+        loop {
+            match rustix::event::poll(&mut fds, None) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+                    let _ = gone.send(true);
+                    return;
+                }
+                // No standard output at all (POLLNVAL), or poll failed: not watched.
+                _ => return,
+            }
+        }
+    });
+    receiver
 }
 
 /// What a `send` run sends to.
@@ -304,10 +415,11 @@ struct Sending {
     options: SendOptions,
 }
 
+/// Sends `single`, or with `None` each line of standard input (MESSAGE `-`).
 async fn send(
     connector: &Connector,
     sending: &Sending,
-    message: &str,
+    single: Option<Payload>,
     timeout: Duration,
     interrupt: &mut Interrupt,
 ) -> u8 {
@@ -318,22 +430,22 @@ async fn send(
             Ok(Err(e)) => return report(&e),
             Err(_) => return report(&Error::Timeout),
         },
-        signal = interrupt.recv() => return interrupted(signal),
+        stop = interrupt.recv() => return stop.code(&|| EXIT_TIMEOUT),
     };
     client.set_reply_timeout(timeout);
     let code = tokio::select! {
-        code = send_all(&mut client, sending, message) => code,
-        signal = interrupt.recv() => interrupted(signal),
+        code = send_all(&mut client, sending, single) => code,
+        stop = interrupt.recv() => stop.code(&|| EXIT_TIMEOUT),
     };
     // Every path past the connect ends with a close handshake.
     let _ = client.close().await;
     code
 }
 
-/// Sends MESSAGE, or each line of standard input for `-`; the exit code.
-async fn send_all(client: &mut Client, sending: &Sending, message: &str) -> u8 {
-    if message != "-" {
-        return send_one(client, sending, message)
+/// Sends `single`, or each line of standard input without it; the exit code.
+async fn send_all(client: &mut Client, sending: &Sending, single: Option<Payload>) -> u8 {
+    if let Some(payload) = single {
+        return send_one(client, sending, payload)
             .await
             .unwrap_or_else(|e| report(&e));
     }
@@ -348,7 +460,16 @@ async fn send_all(client: &mut Client, sending: &Sending, message: &str) -> u8 {
                 return EXIT_FAILED;
             }
         };
-        match send_one(client, sending, &line).await {
+        // A line that is not JSON (--json) is skipped; the others are still sent.
+        let payload = match payload(sending.json, &line) {
+            Ok(payload) => payload,
+            Err(e) => {
+                eprintln!("notify-relay-client: {e}");
+                worst = worst.max(EXIT_FAILED);
+                continue;
+            }
+        };
+        match send_one(client, sending, payload).await {
             Ok(code) => worst = worst.max(code),
             Err(e) => return report(&e),
         }
@@ -356,19 +477,8 @@ async fn send_all(client: &mut Client, sending: &Sending, message: &str) -> u8 {
 }
 
 /// Sends one message; the exit code it deserves, or an error that ends the run.
-async fn send_one(client: &mut Client, sending: &Sending, message: &str) -> Result<u8, Error> {
+async fn send_one(client: &mut Client, sending: &Sending, payload: Payload) -> Result<u8, Error> {
     let uuid = &sending.uuid;
-    let payload = if sending.json {
-        match Payload::json(message) {
-            Ok(payload) => payload,
-            Err(e) => {
-                eprintln!("notify-relay-client: not JSON ({e}): {message}");
-                return Ok(EXIT_FAILED);
-            }
-        }
-    } else {
-        Payload::Text(message.to_owned())
-    };
     let sent = client.send_with(uuid, payload, &sending.options).await?;
     match sent.delivered {
         0 if sent.buffered => {
@@ -388,12 +498,37 @@ async fn send_one(client: &mut Client, sending: &Sending, message: &str) -> Resu
 
 /// How a listening session ended, other than by a connection error.
 enum Stop {
-    /// --count messages arrived.
+    /// --count messages arrived, or without --count, the deadline passed while at work.
     Done,
     /// The --timeout deadline passed.
     TimedOut,
     /// SIGINT or SIGTERM.
     Interrupted(&'static str),
+    /// Standard output could not be written (its reader went away).
+    Output(std::io::Error),
+}
+
+impl Stop {
+    /// The exit code of a command that stopped so; `timed_out` says how far it got.
+    fn code(self, timed_out: &dyn Fn() -> u8) -> u8 {
+        match self {
+            Stop::Done => EXIT_OK,
+            Stop::TimedOut => timed_out(),
+            Stop::Interrupted(signal) => interrupted(signal),
+            Stop::Output(e) => output_failed(&e),
+        }
+    }
+
+    /// What the --timeout deadline means: without --count, a command that was at
+    /// `work` (connected and registered) ran for the time it was given, which is
+    /// success; otherwise it timed out.
+    fn at_deadline(count: Option<u64>, work: &Cell<bool>) -> Stop {
+        if count.is_none() && work.get() {
+            Stop::Done
+        } else {
+            Stop::TimedOut
+        }
+    }
 }
 
 /// What a `listen` run was asked for.
@@ -448,8 +583,8 @@ struct Retry<'a> {
 }
 
 impl Retry<'_> {
-    /// The exit code when `stopped` ends the command, or when the deadline or a signal
-    /// comes during the backoff; `None` to connect again.
+    /// The exit code when `stopped` ends the command, or when the deadline, a signal or
+    /// the end of the output comes during the backoff; `None` to connect again.
     async fn after(
         &self,
         stopped: Result<Stop, Error>,
@@ -457,9 +592,7 @@ impl Retry<'_> {
         interrupt: &mut Interrupt,
     ) -> Option<u8> {
         let error = match stopped {
-            Ok(Stop::Done) => return Some(EXIT_OK),
-            Ok(Stop::TimedOut) => return Some((self.timed_out)()),
-            Ok(Stop::Interrupted(signal)) => return Some(interrupted(signal)),
+            Ok(stop) => return Some(stop.code(self.timed_out)),
             // Retrying cannot fix these: they need a person.
             Err(
                 e @ (Error::Url(_) | Error::Tls(_) | Error::Certificate(_) | Error::Rejected(_)),
@@ -471,7 +604,7 @@ impl Retry<'_> {
         tokio::select! {
             () = tokio::time::sleep(delay) => None,
             () = until(self.deadline) => Some((self.timed_out)()),
-            signal = interrupt.recv() => Some(interrupted(signal)),
+            stop = interrupt.recv() => Some(stop.code(self.timed_out)),
         }
     }
 }
@@ -488,20 +621,25 @@ async fn listen_once(
     let mut client = tokio::select! {
         connected = session.connector.connect() => connected?,
         () = until(deadline) => return Ok(Stop::TimedOut),
-        signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
+        stop = interrupt.recv() => return Ok(stop),
     };
     client.set_token(session.token.clone());
+    let listening = Cell::new(false);
     let reading = async {
         client.resume(uuid, &progress.since).await?;
         backoff.reset();
+        listening.set(true);
         eprintln!("listening as {uuid} on {url}");
         while session.count.is_none_or(|n| progress.received < n) {
             match client.next_event().await? {
                 Event::Message { text, cursor } => {
-                    match (&cursor, session.cursors) {
-                        (Some(cursor), true) => println!("{cursor}\t{text}"),
-                        (None, true) => println!("-\t{text}"),
-                        _ => println!("{text}"),
+                    let printed = match (&cursor, session.cursors) {
+                        (Some(cursor), true) => print_line(format_args!("{cursor}\t{text}")),
+                        (None, true) => print_line(format_args!("-\t{text}")),
+                        _ => print_line(format_args!("{text}")),
+                    };
+                    if let Err(e) = printed {
+                        return Ok(Stop::Output(e));
                     }
                     progress.received += 1;
                     if let Some(cursor) = cursor {
@@ -518,8 +656,8 @@ async fn listen_once(
     };
     let stopped = tokio::select! {
         stopped = reading => stopped,
-        () = until(deadline) => Ok(Stop::TimedOut),
-        signal = interrupt.recv() => Ok(Stop::Interrupted(signal)),
+        () = until(deadline) => Ok(Stop::at_deadline(session.count, &listening)),
+        stop = interrupt.recv() => Ok(stop),
     };
     let _ = client.close().await;
     stopped
@@ -558,22 +696,32 @@ struct Printed {
 }
 
 impl Printed {
-    /// Prints `state` unless it is the key's last line; whether --count is reached.
-    fn show(&mut self, session: &Watching<'_>, state: Presence) -> bool {
+    /// Prints `state` unless it is the key's last line; how the command stops now, if it
+    /// does (--count reached, or standard output gone).
+    fn show(&mut self, session: &Watching<'_>, state: Presence) -> Option<Stop> {
         if self.last.get(&state.key) != Some(&state) {
-            if session.json {
+            let printed = if session.json {
                 match serde_json::to_string(&state) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => eprintln!("notify-relay-client: {e}"),
+                    Ok(line) => print_line(format_args!("{line}")),
+                    Err(e) => {
+                        eprintln!("notify-relay-client: {e}");
+                        Ok(())
+                    }
                 }
             } else {
                 let word = if state.online { "online" } else { "offline" };
-                println!("{} {word} {}", state.key, state.connections);
+                print_line(format_args!("{} {word} {}", state.key, state.connections))
+            };
+            if let Err(e) = printed {
+                return Some(Stop::Output(e));
             }
             self.lines += 1;
             self.last.insert(state.key.clone(), state);
         }
-        session.count.is_some_and(|n| self.lines >= n)
+        session
+            .count
+            .is_some_and(|n| self.lines >= n)
+            .then_some(Stop::Done)
     }
 }
 
@@ -607,26 +755,30 @@ async fn watch_once(
     let mut client = tokio::select! {
         connected = session.connector.connect() => connected?,
         () = until(deadline) => return Ok(Stop::TimedOut),
-        signal = interrupt.recv() => return Ok(Stop::Interrupted(signal)),
+        stop = interrupt.recv() => return Ok(stop),
     };
+    let watching = Cell::new(false);
     let reading = async {
-        let mut done = false;
+        let mut stop = None;
         for (index, key) in session.keys.iter().enumerate() {
             let state = client.watch_with(key, session.token(index)).await?;
-            done |= printed.show(session, state);
+            stop = stop.or(printed.show(session, state));
         }
         backoff.reset();
+        watching.set(true);
         eprintln!("watching {} key(s) on {}", session.keys.len(), session.url);
-        while !done {
+        loop {
+            if let Some(stop) = stop {
+                return Ok(stop);
+            }
             let state = client.next_presence().await?;
-            done = printed.show(session, state);
+            stop = printed.show(session, state);
         }
-        Ok(Stop::Done)
     };
     let stopped = tokio::select! {
         stopped = reading => stopped,
-        () = until(deadline) => Ok(Stop::TimedOut),
-        signal = interrupt.recv() => Ok(Stop::Interrupted(signal)),
+        () = until(deadline) => Ok(Stop::at_deadline(session.count, &watching)),
+        stop = interrupt.recv() => Ok(stop),
     };
     let _ = client.close().await;
     stopped

@@ -414,11 +414,6 @@ impl RelayProcess {
         Self::start(command, args)
     }
 
-    /// Starts another build of the relay (e.g. the one unpacked from the .deb).
-    pub fn spawn_binary(binary: &std::path::Path, args: &[&str]) -> Self {
-        Self::start(Command::new(binary), args)
-    }
-
     /// Starts the relay with both open-file limits (soft and hard) set to `limit`.
     pub fn spawn_with_open_file_limit(limit: u32, args: &[&str]) -> Self {
         let mut shell = Command::new("sh");
@@ -430,11 +425,26 @@ impl RelayProcess {
         Self::start(shell, args)
     }
 
+    /// Starts `binary` as systemd starts it from a unit with an EnvironmentFile=: no
+    /// arguments, and exactly the variables `env` (e.g. from [`systemd_environment`]).
+    pub fn spawn_with_only_env(binary: &std::path::Path, env: &[(String, String)]) -> Self {
+        let mut command = Command::new(binary);
+        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        Self::launch(command)
+    }
+
     fn start(mut command: Command, args: &[&str]) -> Self {
-        let mut child = command
+        command
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Self::launch(command)
+    }
+
+    /// Runs `command` and waits until the relay says where it listens; a relay that exits
+    /// (or stays silent) instead fails the test with its status and log.
+    fn launch(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -452,11 +462,16 @@ impl RelayProcess {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let addr = addr_rx
-            .recv_timeout(DEADLINE)
-            .expect("relay printed its address")
-            .parse()
-            .expect("socket address");
+        let Ok(addr) = addr_rx.recv_timeout(DEADLINE) else {
+            // Ended or silent: its log is complete once its stderr closed.
+            let _ = child.kill();
+            let status = child.wait();
+            panic!(
+                "the relay did not start ({status:?}):\n{}",
+                log.lock().expect("log lock").join("\n")
+            );
+        };
+        let addr = addr.parse().expect("socket address");
         RelayProcess { child, addr, log }
     }
 
@@ -523,6 +538,16 @@ impl RelayProcess {
         }
     }
 
+    /// The value of `series` in the relay's /metrics now.
+    pub fn metric(&self, series: &str) -> f64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_, _, text) = runtime.block_on(http_request(self.addr, "GET", "/metrics"));
+        metric(&text, series)
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
@@ -584,6 +609,77 @@ pub fn wait_for_port(port: u16) {
 pub fn rewrite(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "expected {from:?} in the shipped file");
     text.replace(from, to)
+}
+
+/// systemd's environment.d generator (Debian's `systemd` package, like systemd-analyze).
+const ENVIRONMENT_D_GENERATOR: &str =
+    "/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator";
+
+/// The variables systemd sets from an EnvironmentFile= holding `text`, read by systemd's
+/// own parser. No systemd tool loads an EnvironmentFile= without a running systemd (PID
+/// 1), so this runs systemd-environment-d-generator, which reads environment.d files with
+/// the same parser (`parse_env_file_internal` in systemd's env-file.c: comments, quotes,
+/// continuations) and prints what they set. The one thing it does besides is expanding
+/// `$NAME`, so `text` must hold no `$`.
+pub fn systemd_environment(text: &str) -> Vec<(String, String)> {
+    assert!(
+        !text.contains('$'),
+        "EnvironmentFile= does not expand $, environment.d does: no $ in\n{text}"
+    );
+    let generated = |with_file: bool| {
+        let home = tempfile::tempdir().expect("tempdir");
+        let dir = home.path().join("environment.d");
+        std::fs::create_dir(&dir).expect("environment.d");
+        if with_file {
+            std::fs::write(dir.join("notify-relay.conf"), text).expect("write env file");
+        }
+        let out = Command::new(ENVIRONMENT_D_GENERATOR)
+            .env_clear()
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{ENVIRONMENT_D_GENERATOR} (scripts/test.sh installs systemd): {e}")
+            });
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .lines()
+            .map(|line| {
+                let (name, value) = line
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("not NAME=VALUE: {line:?}"));
+                (name.to_owned(), shell_unquote(value))
+            })
+            .collect::<Vec<_>>()
+    };
+    // The machine's own environment.d files (/etc/environment.d...) are read too: what
+    // the file adds is what differs from a run without it.
+    let machine = generated(false);
+    generated(true)
+        .into_iter()
+        .filter(|pair| !machine.contains(pair))
+        .collect()
+}
+
+/// A value as the generator prints it: bare, or (with spaces or shell characters) in
+/// double quotes with `"`, `\`, `` ` `` and `$` backslash-escaped (systemd's
+/// `shell_maybe_quote`).
+fn shell_unquote(value: &str) -> String {
+    let Some(inner) = value
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return value.to_owned();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An HTTP response read off a raw socket.
