@@ -1,5 +1,6 @@
 -- Shared by every script of the Redis engine (prepended to each one).
--- KEYS of every script: 1 meta (hash: e epoch, s last seq, v evicted through),
+-- KEYS of every script: 1 meta (hash: e epoch, s last seq, v evicted through, n entries
+-- in the log, x when the keys' expiry was last pushed back),
 -- 2 log (stream, ids SEQ-0, fields t time, f kind, p payload, c collapse name),
 -- 3 pending (sorted set of seqs that reached nobody), 4 collapse (hash name -> seq),
 -- 5 presence (hash relay -> "COUNT EXPIRY_MS"), 6 watchers (hash relay -> EXPIRY_MS: the
@@ -68,19 +69,47 @@ local function set_presence(now, relay, count, lease)
   end
 end
 
--- The stream's epoch, last seq and evicted-through; a new stream of epoch CANDIDATE when
--- there is none and CREATE is set (whatever an older incarnation left is dropped first).
+-- The stream's epoch, last seq, evicted-through, entry count, expiry mark and whether
+-- it has used collapse names (holes: then its seqs may have gaps), as stored; a new
+-- stream of epoch CANDIDATE when there is none and CREATE is set (whatever an older
+-- incarnation left is dropped first; its last value is then true). A stream written
+-- before the count was kept is counted once, and taken to have holes. Plain values, not
+-- a table: this runs for every message, and Lua tables cost more than the reads.
 local function open(candidate, create)
-  local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'v')
+  local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'v', 'n', 'x', 'k')
   if meta[1] then
-    return meta[1], tonumber(meta[2]), tonumber(meta[3])
+    local count, holes = tonumber(meta[4]), meta[6] == '1'
+    if not count then
+      count, holes = redis.call('XLEN', KEYS[2]), true
+    end
+    return meta[1], tonumber(meta[2]), tonumber(meta[3]), count, tonumber(meta[5]) or 0,
+      holes, false
   end
   if not create then
-    return nil, 0, 0
+    return nil, 0, 0, 0, 0, false, false
   end
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  redis.call('HSET', KEYS[1], 'e', candidate, 's', 0, 'v', 0)
-  return candidate, 0, 0
+  return candidate, 0, 0, 0, 0, false, true
+end
+
+-- Stores a stream's meta after a step: every field when the step created the stream,
+-- pushed its expiry back or gave it holes (rare), else only the last seq and what else
+-- changed, since a 6-field HSET costs several times a 2-field one (and an argument
+-- table built per message costs more than these branches).
+local function save_meta(full, epoch, seq, evicted, count, x, holes, evicted_changed,
+                         count_changed)
+  if full then
+    redis.call('HSET', KEYS[1], 'e', epoch, 's', int(seq), 'v', int(evicted),
+      'n', int(count), 'x', int(x), 'k', holes and '1' or '0')
+  elseif evicted_changed and count_changed then
+    redis.call('HSET', KEYS[1], 's', int(seq), 'v', int(evicted), 'n', int(count))
+  elseif evicted_changed then
+    redis.call('HSET', KEYS[1], 's', int(seq), 'v', int(evicted))
+  elseif count_changed then
+    redis.call('HSET', KEYS[1], 's', int(seq), 'n', int(count))
+  else
+    redis.call('HSET', KEYS[1], 's', int(seq))
+  end
 end
 
 local function field(fields, name)
@@ -96,57 +125,88 @@ local function seq_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
 
--- Drops entries older than TTL ms and past MAX entries, oldest first, and records the
--- highest seq lost. One XTRIM MINID removes them (XDEL would leave tombstones that every
--- later scan from the front steps over). Returns how many went for each reason.
-local function trim(now, ttl, max)
-  local len = redis.call('XLEN', KEYS[2])
+-- Forgets the collapse name of a log entry that leaves the log, if it still names it.
+local function forget_collapse(entry)
+  local name = field(entry[2], 'c')
+  if name and tonumber(redis.call('HGET', KEYS[4], name) or '-1') == seq_of(entry[1]) then
+    redis.call('HDEL', KEYS[4], name)
+  end
+end
+
+-- The oldest entries, through SEQ, left the log (the caller trims it): the pending set
+-- follows. Returns the new evicted-through mark.
+local function evicted_through(seq, evicted)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', seq)
+  return math.max(seq, evicted)
+end
+
+-- Drops entries older than TTL ms and past MAX of the COUNT entries, oldest first (for a
+-- registration, which must not hand out an expired message; a publish only makes room,
+-- see publish.lua). One XTRIM MINID removes them (XDEL would leave tombstones that every
+-- later scan from the front steps over). Returns how many went for each reason and the
+-- new count and evicted-through mark.
+local function trim(now, ttl, max, count, evicted)
   local by_ttl, by_max = 0, 0
   local last_removed, keep = nil, nil
-  local start, count = '-', 2
+  local start, batch_size = '-', 2
   while not keep do
-    -- Usually one entry goes per append: look at two first, more only if needed.
-    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
-    count = 16
+    -- Usually nothing or one entry goes: look at two first, more only if needed.
+    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', batch_size)
+    batch_size = 16
     if #batch == 0 then
       break
     end
     for _, entry in ipairs(batch) do
       local old = tonumber(field(entry[2], 't') or '0') < now - ttl
-      if not old and len <= max then
+      if not old and count <= max then
         keep = entry[1]
         break
       end
       if old then by_ttl = by_ttl + 1 else by_max = by_max + 1 end
-      len = len - 1
+      count = count - 1
       last_removed = entry
-      local name = field(entry[2], 'c')
-      if name and tonumber(redis.call('HGET', KEYS[4], name) or '-1') == seq_of(entry[1]) then
-        redis.call('HDEL', KEYS[4], name)
-      end
+      forget_collapse(entry)
     end
     start = '(' .. batch[#batch][1]
   end
   if not last_removed then
-    return 0, 0
+    return 0, 0, count, evicted
   end
-  local seq = seq_of(last_removed[1])
   if keep then
     redis.call('XTRIM', KEYS[2], 'MINID', keep)
   else
     redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', seq)
-  local evicted = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-  if seq > evicted then
-    redis.call('HSET', KEYS[1], 'v', int(seq))
-  end
-  return by_ttl, by_max
+  return by_ttl, by_max, count, evicted_through(seq_of(last_removed[1]), evicted)
 end
 
--- A stream idle for longer than its TTL holds nothing: it goes as a whole.
-local function expire_stream(ttl)
-  for i = 1, 4 do
-    redis.call('PEXPIRE', KEYS[i], ttl + 1000)
+-- A stream idle for longer than its TTL holds nothing: its keys expire as a whole, at
+-- X + TTL + TTL/4 + 1 s, X being when that deadline was last pushed back (kept in meta).
+-- It is pushed back only once a quarter of the TTL has passed since X, so every entry
+-- still outlives its TTL and a busy stream pays its four PEXPIREATs once per quarter
+-- TTL, not per message. `stream_mark` decides (before meta is written, which stores the
+-- mark); `expire_stream` sets the deadline after the writes (a key that does not exist
+-- takes no expiry), also on the pending set or collapse hash when this step wrote them,
+-- since one created after the last push needs the deadline too.
+local function stream_mark(now, ttl, x)
+  if now - x >= ttl / 4 then
+    return true, now
+  end
+  return false, x
+end
+
+local function expire_stream(pushed, x, ttl, wrote_pending, wrote_collapse)
+  local at = x + ttl + math.floor(ttl / 4) + 1000
+  if pushed then
+    for i = 1, 4 do
+      redis.call('PEXPIREAT', KEYS[i], at)
+    end
+    return
+  end
+  if wrote_pending then
+    redis.call('PEXPIREAT', KEYS[3], at)
+  end
+  if wrote_collapse then
+    redis.call('PEXPIREAT', KEYS[4], at)
   end
 end

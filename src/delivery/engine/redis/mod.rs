@@ -490,9 +490,11 @@ impl Shared {
             .arg(self.ttl_ms())
             .arg(self.config.buffer_max.max(1))
             .arg(&*self.epochs.next());
-        let call =
-            invocation.invoke_async::<(String, u64, i64, Vec<(u64, String, String)>)>(&mut redis);
-        let (epoch, end, gap, entries) = request(call).await?;
+        let call = invocation
+            .invoke_async::<(String, u64, i64, Vec<(u64, String, String)>, u64, u64)>(&mut redis);
+        let (epoch, end, gap, entries, by_ttl, by_max) = request(call).await?;
+        self.metrics.evicted(Eviction::Ttl, by_ttl);
+        self.metrics.evicted(Eviction::Max, by_max);
         Ok(Handed {
             epoch: (!epoch.is_empty()).then(|| epoch.into()),
             end,

@@ -4,22 +4,24 @@
 -- ARGV: 1 relay, 2 local connections, 3 lease ms, 4 mode (pending, since, none),
 -- 5 since (earliest, latest, after, unknown), 6 since epoch, 7 since seq, 8 ttl ms,
 -- 9 max entries, 10 epoch candidate.
--- Returns {epoch or '', end seq, gap seq or -1, {{seq, kind, payload}, ...}}.
+-- Returns {epoch or '', end seq, gap seq or -1, {{seq, kind, payload}, ...}, evicted by
+-- ttl, evicted by max}.
 local now = now_ms()
 set_presence(now, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 local mode, since = ARGV[4], ARGV[5]
 if mode == 'none' then
-  return {'', 0, -1, {}}
+  return {'', 0, -1, {}, 0, 0}
 end
 local ttl, max = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- A cursor for a key with no history: it is lost, and the new stream says so.
 local create = mode == 'since' and (since == 'after' or since == 'unknown')
-local epoch, last = open(ARGV[10], create)
+local epoch, last, evicted, count, x, holes, created = open(ARGV[10], create)
 if not epoch then
-  return {'', 0, -1, {}}
+  return {'', 0, -1, {}, 0, 0}
 end
-trim(now, ttl, max)
-local evicted = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+-- Publishes only make room; expiry is applied here, before anything is handed out.
+local by_ttl, by_max
+by_ttl, by_max, count, evicted = trim(now, ttl, max, count, evicted)
 local entries = {}
 local function add(entry)
   local fields = entry[2]
@@ -56,5 +58,8 @@ else
     if #entries > 0 then gap = entries[1][1] - 1 else gap = last end
   end
 end
-expire_stream(ttl)
-return {epoch, last, gap, entries}
+local pushed
+pushed, x = stream_mark(now, ttl, x)
+save_meta(true, epoch, last, evicted, count, x, holes)
+expire_stream(pushed, x, ttl, false, false)
+return {epoch, last, gap, entries, by_ttl, by_max}
