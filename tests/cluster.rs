@@ -2,8 +2,8 @@
 //! Cross-relay delivery and order, a key with tabs on two relays, pending messages and
 //! resumption on another relay than the one left, registrations racing a stream, SSE,
 //! collapse and ephemeral messages, streams off, presence and `delivered` across relays,
-//! a relay killed with -9 or drained, and Redis down at start, stopped, restarted,
-//! paused and its subscriptions cut mid-traffic.
+//! a relay killed with -9 or drained, an idle relay's cost in Redis, and Redis down at
+//! start, stopped, restarted, paused and its subscriptions cut mid-traffic.
 
 mod common;
 
@@ -519,4 +519,46 @@ async fn a_relay_started_before_its_redis_becomes_ready_when_redis_comes() {
     let mut sender = Client::connect(&relay.url()).await;
     assert_eq!(sender.deliver("early", json!("now")).await, 1);
     assert_eq!(client.recv_text().await, "now");
+}
+
+/// Commands per second Redis runs over `window`, once what registrations set off has
+/// settled (fewer than 20 commands in a second, or the deadline).
+async fn idle_command_rate(redis: &RedisServer, window: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = redis.all_calls();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if redis.all_calls() - before < 20 || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let before = redis.all_calls();
+    tokio::time::sleep(window).await;
+    (redis.all_calls() - before) as f64 / window.as_secs_f64()
+}
+
+/// An idle relay's work in Redis is its heartbeat, its probes and its roster sweeps, the
+/// same with 1,000 registered keys as with 10: a count is written when it changes, never
+/// refreshed (a lease per key refreshed every 5 s was 200 scripts a second here).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_relays_redis_command_rate_does_not_grow_with_its_keys() {
+    let redis = RedisServer::start();
+    let relay = relay(&redis, &[]).await;
+    // Longer than a heartbeat (5 s): each window holds at least one.
+    let window = Duration::from_secs(6);
+    let mut tabs = Vec::new();
+    for n in 0..1000 {
+        let mut tab = Client::connect(&relay.url()).await;
+        tab.register(&format!("idle-{n}")).await;
+        tabs.push(tab);
+        if n == 9 {
+            let few = idle_command_rate(&redis, window).await;
+            eprintln!("10 keys: {few:.1} commands/s");
+            assert!(few < 20.0, "10 idle keys: {few:.1} commands/s");
+        }
+    }
+    assert_eq!(presence(relay.addr, "idle-999").await, 1);
+    let many = idle_command_rate(&redis, window).await;
+    eprintln!("1,000 keys: {many:.1} commands/s");
+    assert!(many < 20.0, "1,000 idle keys: {many:.1} commands/s");
 }

@@ -1157,6 +1157,22 @@ impl RedisServer {
             .collect()
     }
 
+    /// `INFO commandstats`: how many commands this server has run, those scripts ran
+    /// included.
+    pub fn all_calls(&self) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                line.split_once(":calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// `INFO commandstats`: how many calls of `command` this server has run.
     pub fn calls(&self, command: &str) -> u64 {
         let stats = self.cli(&["INFO", "commandstats"]);

@@ -53,6 +53,31 @@ pub fn key_of_channel(channel: &[u8]) -> Option<Cow<'_, str>> {
         .map(Cow::Borrowed)
 }
 
+/// The hash tag of the roster's names: the relays, their heartbeats, claims and indexes
+/// all share one slot, so the roster scripts may touch them together on a cluster.
+const ROSTER: &str = "nr:{roster}:";
+
+/// The set of relays in the roster (the ones whose entries someone must drop if they die).
+pub fn relays() -> String {
+    format!("{ROSTER}relays")
+}
+
+/// `relay`'s heartbeat: it exists while the relay is alive (set with an expiry).
+pub fn heartbeat(relay: &str) -> String {
+    format!("{ROSTER}hb:{relay}")
+}
+
+/// The claim on a dead `relay`, held by the relay dropping its entries.
+pub fn claim(relay: &str) -> String {
+    format!("{ROSTER}claim:{relay}")
+}
+
+/// The keys under which `relay` has entries (a connection count or a watch): what its
+/// claimant visits.
+pub fn index(relay: &str) -> String {
+    format!("{ROSTER}keys:{relay}")
+}
+
 /// A channel a relay publishes its liveness probes on and expects them back: one per
 /// shard (`shard`), with `n` varied until the channel hashes to a slot of that shard.
 pub fn probe_channel(relay: &str, shard: usize, n: u32) -> String {
@@ -152,6 +177,19 @@ mod tests {
             Some("a}b")
         );
         assert_eq!(key_of_channel(probe_channel("r1", 0, 0).as_bytes()), None);
+    }
+
+    #[test]
+    fn the_roster_lives_in_one_slot() {
+        use super::super::topology::slot;
+        let names = [relays(), heartbeat("r1"), claim("r2"), index("r3")];
+        assert!(
+            names
+                .iter()
+                .all(|n| slot(n.as_bytes()) == slot(relays().as_bytes())),
+            "{names:?}"
+        );
+        assert_eq!(key_of_channel(relays().as_bytes()), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 -- in the log, x when the keys' expiry was last pushed back),
 -- 2 log (stream, ids SEQ-0, fields t time, f kind, p payload, c collapse name),
 -- 3 pending (sorted set of seqs that reached nobody), 4 collapse (hash name -> seq),
--- 5 presence (hash relay -> "COUNT EXPIRY_MS"), 6 watchers (hash relay -> EXPIRY_MS: the
--- relays with watchers of the key's presence, under a lease like presence).
+-- 5 presence (hash relay -> COUNT, and '*' -> the total), 6 watchers (hash relay -> 1: the
+-- relays with watchers of the key's presence).
 -- All keys of one KEY share the hash tag {KEY}: one slot, so one script may touch them.
 
 local function now_ms()
@@ -27,45 +27,42 @@ local function key_channel()
   return string.sub(KEYS[1], 1, -2) .. 'ch'
 end
 
--- Connections on every relay whose lease has not run out; dead relays' entries go.
-local function presence(now)
-  local all = redis.call('HGETALL', KEYS[5])
-  local total = 0
-  for i = 1, #all, 2 do
-    local count, expiry = string.match(all[i + 1], '^(%d+) (%d+)$')
-    if count and tonumber(expiry) > now then
-      total = total + tonumber(count)
-    else
-      redis.call('HDEL', KEYS[5], all[i])
-    end
-  end
-  return total
+-- Connections on every live relay: the total the presence hash keeps in its field '*'
+-- (one HGET per message; a relay that dies has its entries dropped by the relay that
+-- notices, drop.lua).
+local function presence()
+  return tonumber(redis.call('HGET', KEYS[5], '*') or '0')
 end
 
 -- Tells the key's watchers on every relay its count now, as a presence event on its
 -- channel: '\n\n\np' VERSION ' ' COUNT, VERSION being Redis's clock in ms.
-local function presence_event(now)
-  publish(key_channel(), '\n\n\np' .. int(now) .. ' ' .. int(presence(now)))
+local function presence_event(now, connections)
+  publish(key_channel(), '\n\n\np' .. int(now) .. ' ' .. int(connections))
 end
 
--- This relay has COUNT connections under the key, for LEASE ms unless refreshed. When
--- the key has watchers somewhere (one EXISTS; nothing more for a key nobody watches) and
--- the count changed, they are told.
-local function set_presence(now, relay, count, lease)
-  local watched = redis.call('EXISTS', KEYS[6]) == 1
-  local before = 0
-  if watched then
-    local old = redis.call('HGET', KEYS[5], relay)
-    before = tonumber(old and string.match(old, '^(%d+) ') or '0')
+-- RELAY has COUNT connections under the key: its entry in the presence hash, written
+-- only when it changes (no lease to refresh: a relay's liveness is its heartbeat, see
+-- roster.rs), and the total in '*' moved by the difference. When the key has watchers
+-- somewhere (one EXISTS; nothing more for a key nobody watches) and the total changed,
+-- they are told. An entry of the lease era ('COUNT EXPIRY') reads as its count.
+local function set_presence(now, relay, count)
+  local old = redis.call('HGET', KEYS[5], relay)
+  local before = tonumber(old and string.match(old, '^(%d+)') or '0')
+  if count == before then
+    return
   end
   if count > 0 then
-    redis.call('HSET', KEYS[5], relay, int(count) .. ' ' .. int(now + lease))
-    redis.call('PEXPIRE', KEYS[5], lease)
+    redis.call('HSET', KEYS[5], relay, int(count))
   else
     redis.call('HDEL', KEYS[5], relay)
   end
-  if watched and before ~= count then
-    presence_event(now)
+  local total = redis.call('HINCRBY', KEYS[5], '*', count - before)
+  if total <= 0 then
+    redis.call('HDEL', KEYS[5], '*')
+    total = 0
+  end
+  if redis.call('EXISTS', KEYS[6]) == 1 then
+    presence_event(now, total)
   end
 end
 

@@ -370,6 +370,7 @@ impl<'a> Session<'a> {
                         return Lost::Failed;
                     }
                 }
+                () = shared.roster.lapsed.notified() => return Lost::Failed,
             }
         }
     }
@@ -422,6 +423,9 @@ impl<'a> Session<'a> {
             }
         }
         self.subscribed.extend(interest);
+        // In the roster before any count is written: this relay's counts are its own
+        // again (a relay that took it for dead is done dropping them).
+        super::roster::join(shared).await.map_err(|_| ())?;
         if was_lost {
             let mut caught_up = 0;
             for key in &keys {

@@ -35,6 +35,7 @@ mod channel;
 mod keys;
 mod listener;
 mod requests;
+mod roster;
 mod topology;
 mod watch;
 
@@ -70,11 +71,6 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A probe not back within this long: Redis is unreachable or unresponsive, or the
 /// subscription went silent. The relay is not ready and the subscription is made anew.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a relay's presence counts without a refresh: a dead relay stops counting
-/// within this time.
-pub const LEASE: Duration = Duration::from_secs(15);
-/// How often a relay refreshes the presence leases of its keys.
-const LEASE_REFRESH: Duration = Duration::from_secs(5);
 /// How long a key's channel stays subscribed after its last local subscriber left, so a
 /// reload does not unsubscribe and subscribe again.
 const UNSUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
@@ -87,7 +83,8 @@ struct Scripts {
     publish: Script,
     subscribe: Script,
     presence: Script,
-    lease: Script,
+    count: Script,
+    drop: Script,
     watch: Script,
     probe: Script,
 }
@@ -105,7 +102,8 @@ impl Scripts {
             publish: with_lib(include_str!("publish.lua")),
             subscribe: with_lib(include_str!("subscribe.lua")),
             presence: with_lib(include_str!("presence.lua")),
-            lease: with_lib(include_str!("lease.lua")),
+            count: with_lib(include_str!("count.lua")),
+            drop: with_lib(include_str!("drop.lua")),
             watch: with_lib(include_str!("watch.lua")),
             probe: Script::new(include_str!("probe.lua")),
         }
@@ -227,7 +225,7 @@ enum Command {
     },
 }
 
-/// What the engine, the listener and the lease keeper share.
+/// What the engine, the listener, the count writer and the roster keeper share.
 #[derive(Debug)]
 struct Shared {
     /// This relay's name in presence hashes and its probe channel.
@@ -244,16 +242,18 @@ struct Shared {
     /// Candidate epochs for streams a script creates.
     epochs: EpochSource,
     health: Arc<Health>,
+    /// This relay's place among the live relays.
+    roster: roster::Roster,
     /// Requests to the listener.
     commands: mpsc::Sender<Command>,
     /// Keys whose local count changed since it was last written to Redis.
     dirty: Mutex<HashSet<Box<str>>>,
-    /// Wakes the lease keeper when `dirty` gained a key.
+    /// Wakes the count writer when `dirty` gained a key.
     dirty_added: Notify,
     /// Held while counts taken from `dirty` are being written, so that the last write
     /// before exit ([`Engine::settle`]) waits for one under way and no count is lost
     /// between the two.
-    lease_writer: tokio::sync::Mutex<()>,
+    count_writer: tokio::sync::Mutex<()>,
     /// Tokens of this relay's publishes whose copy has not come back on its subscription
     /// yet (see [`Shared::publish`]).
     awaited: Mutex<HashSet<u64>>,
@@ -272,7 +272,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct RedisEngine {
     shared: Arc<Shared>,
-    /// Stops the listener and the lease keeper when the engine goes.
+    /// Stops the listener, the count writer and the roster keeper when the engine goes.
     stop: CancellationToken,
 }
 
@@ -305,10 +305,11 @@ impl RedisEngine {
             config,
             epochs: EpochSource::new(),
             health: Arc::new(Health::new(Arc::clone(&metrics))),
+            roster: roster::Roster::new(),
             commands,
             dirty: Mutex::new(HashSet::new()),
             dirty_added: Notify::new(),
-            lease_writer: tokio::sync::Mutex::new(()),
+            count_writer: tokio::sync::Mutex::new(()),
             awaited: Mutex::new(HashSet::new()),
             next_token: AtomicU64::new(1),
             delivered_here: Notify::new(),
@@ -323,8 +324,8 @@ impl RedisEngine {
             listens,
             stop.clone(),
         ));
-        tokio::spawn(keep_leases(Arc::clone(&shared), stop.clone()));
-        tokio::spawn(watch::keep(Arc::clone(&shared), stop.clone()));
+        tokio::spawn(keep_counts(Arc::clone(&shared), stop.clone()));
+        tokio::spawn(roster::keep(Arc::clone(&shared), stop.clone()));
         Ok(Self { shared, stop })
     }
 
@@ -474,6 +475,9 @@ impl Shared {
                 ("since", "after", &*position.epoch, position.seq)
             }
         };
+        if local > 0 {
+            roster::indexed(self, key).await?;
+        }
         let mut redis = self.requests.connection()?;
         let mut invocation = self.scripts.subscribe.prepare_invoke();
         for name in keys::data(key) {
@@ -482,7 +486,7 @@ impl Shared {
         invocation
             .arg(&self.relay)
             .arg(local)
-            .arg(LEASE.as_millis() as u64)
+            .arg(0)
             .arg(mode)
             .arg(since)
             .arg(epoch)
@@ -716,7 +720,7 @@ impl Engine for RedisEngine {
     }
 
     fn tick(&self, _now: Instant) {
-        // Redis trims streams in the scripts; leases are kept by their own task.
+        // Redis trims streams in the scripts; the roster is kept by its own task.
     }
 
     fn tick_interval(&self) -> Duration {
@@ -750,13 +754,21 @@ impl Engine for RedisEngine {
                 return;
             }
             let settle = async {
-                let _writing = shared.lease_writer.lock().await;
+                let _writing = shared.count_writer.lock().await;
                 let keys: Vec<Box<str>> = Shared::lock(&shared.dirty).drain().collect();
                 for key in keys {
                     let local = shared.channels.get(&*key).map_or(0, |c| c.len());
-                    if write_lease(shared, &key, local).await.is_err() {
+                    if write_count(shared, &key, local).await.is_err() {
                         return;
                     }
+                }
+                // With nothing left under any key, the relay leaves the roster at once;
+                // otherwise (the drain ran out of time) it stops its heartbeat only, and
+                // a live relay drops what it left behind, as after a crash.
+                let nothing_left = shared.channels.iter().all(|channel| channel.is_empty())
+                    && shared.watches.keys().is_empty();
+                if nothing_left {
+                    let _ = roster::leave(shared).await;
                 }
             };
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, settle).await;
@@ -764,37 +776,25 @@ impl Engine for RedisEngine {
     }
 }
 
-/// Writes this relay's connection counts to the presence leases: at once for keys whose
-/// count changed, and every [`LEASE_REFRESH`] for every key, until `stop`.
-async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut refresh = tokio::time::interval(LEASE_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Writes this relay's connection count under each key whose count changed, as it
+/// changes, until `stop`. Nothing is refreshed: liveness is the roster's heartbeat.
+async fn keep_counts(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
-        let changed = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return,
-            () = shared.dirty_added.notified() => true,
-            _ = refresh.tick() => false,
-        };
+            () = shared.dirty_added.notified() => {}
+        }
         // Taken before the keys: what this batch drains from `dirty`, it writes before
         // `settle` can look.
-        let _writing = shared.lease_writer.lock().await;
-        let keys: Vec<Box<str>> = if changed {
-            Shared::lock(&shared.dirty).drain().collect()
-        } else {
-            shared
-                .channels
-                .iter()
-                .filter(|channel| !channel.is_empty())
-                .map(|channel| channel.key().clone())
-                .collect()
-        };
+        let _writing = shared.count_writer.lock().await;
+        let keys: Vec<Box<str>> = Shared::lock(&shared.dirty).drain().collect();
         if !shared.health.available() {
-            // The leases are written again once Redis is back (the listener's catch-up).
+            // Every count is written again once Redis is back (the listener's catch-up).
             continue;
         }
         for key in keys {
             let local = shared.channels.get(&*key).map_or(0, |c| c.len());
-            if let Err(Unavailable) = write_lease(&shared, &key, local).await {
+            if let Err(Unavailable) = write_count(&shared, &key, local).await {
                 warn!("redis: presence of {} not written", escaped(&key));
                 break;
             }
@@ -802,17 +802,22 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Sets this relay's count under `key` in Redis.
-async fn write_lease(shared: &Shared, key: &str, local: usize) -> Result<(), Unavailable> {
+/// Sets this relay's count under `key` in Redis, keeping the roster's index of its keys
+/// in step: a key goes in before an entry is written, and out once none is left.
+async fn write_count(shared: &Shared, key: &str, local: usize) -> Result<(), Unavailable> {
+    let watched = shared.watches.is_watched(key);
+    if local > 0 || watched {
+        roster::indexed(shared, key).await?;
+    }
     let mut redis = shared.requests.connection()?;
-    let mut invocation = shared.scripts.lease.prepare_invoke();
+    let mut invocation = shared.scripts.count.prepare_invoke();
     for name in keys::data(key) {
         invocation.key(name);
     }
-    invocation
-        .arg(&shared.relay)
-        .arg(local)
-        .arg(LEASE.as_millis() as u64);
-    let call = invocation.invoke_async::<i64>(&mut redis);
-    request(call).await.map(|_| ())
+    invocation.arg(&shared.relay).arg(local);
+    request(invocation.invoke_async::<i64>(&mut redis)).await?;
+    if local == 0 && !watched {
+        roster::unindexed(shared, key).await?;
+    }
+    Ok(())
 }

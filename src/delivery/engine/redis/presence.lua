@@ -1,2 +1,2 @@
 -- The key's connections on every live relay.
-return presence(now_ms())
+return presence()

@@ -16,7 +16,7 @@ local deadline = tonumber(ARGV[9])
 if deadline > 0 and now > deadline then
   return {-1, '', 0, 0, 0, 0}
 end
-local connections = presence(now)
+local connections = presence()
 if ARGV[4] ~= '1' then
   publish(ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
   return {connections, '', 0, 0, 0, 0}

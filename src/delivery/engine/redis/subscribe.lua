@@ -1,13 +1,13 @@
 -- A registration (or a relay catching up after a reconnection): sets this relay's
 -- presence, then hands over what the subscriber is owed, atomically with respect to
 -- every publish of the key.
--- ARGV: 1 relay, 2 local connections, 3 lease ms, 4 mode (pending, since, none),
+-- ARGV: 1 relay, 2 local connections, 3 (unused), 4 mode (pending, since, none),
 -- 5 since (earliest, latest, after, unknown), 6 since epoch, 7 since seq, 8 ttl ms,
 -- 9 max entries, 10 epoch candidate.
 -- Returns {epoch or '', end seq, gap seq or -1, {{seq, kind, payload}, ...}, evicted by
 -- ttl, evicted by max}.
 local now = now_ms()
-set_presence(now, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+set_presence(now, ARGV[1], tonumber(ARGV[2]))
 local mode, since = ARGV[4], ARGV[5]
 if mode == 'none' then
   return {'', 0, -1, {}, 0, 0}

@@ -1,28 +1,25 @@
 //! Presence watches under the Redis engine: a change on any relay reaches the watchers
 //! on every relay.
 //!
-//! - A relay with watchers of K holds a lease in K's watchers hash in Redis (`watch.lua`,
-//!   refreshed with the presence leases). While that hash exists, the scripts that change
-//!   a relay's count under K publish the new cluster-wide count on K's channel as a
-//!   presence event (`lib.lua`); for a key nobody watches they pay one `EXISTS`.
+//! - A relay with watchers of K has an entry in K's watchers hash in Redis (`watch.lua`).
+//!   While that hash exists, the scripts that change a relay's count under K publish the
+//!   new cluster-wide count on K's channel as a presence event (`lib.lua`); for a key
+//!   nobody watches they pay one `EXISTS`.
 //! - The relay subscribes K's channel for its watchers as for its subscribers (the
 //!   listener's per-key interest covers both), and hands each event to K's local
 //!   [`Watchers`] when its count differs from the last one pushed. Each event carries
 //!   Redis's clock as its version, so an event older than a count already read is ignored.
-//! - What no event reports is read: a dead relay's leases run out without a script
-//!   running, so every [`LEASE_REFRESH`] the relay reads the presence of each key it
-//!   watches and pushes a change (a relay killed with -9 shows as offline within
-//!   [`LEASE`] + [`LEASE_REFRESH`]); after a lost subscription every watched key is read
-//!   again, so no watcher is left with a stale state.
+//! - A relay that dies is dropped by the relay that notices (see `roster.rs`), through the
+//!   same scripts, so its watchers elsewhere get the event then (within about 15 s of
+//!   a kill -9). After a lost subscription every watched key is read again, so no watcher
+//!   is left with a stale state.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use log::warn;
-use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, PresenceEvent};
-use super::{request, Shared, LEASE, LEASE_REFRESH};
+use super::{request, roster, Shared};
 use crate::delivery::engine::watchers::Watchers;
 use crate::delivery::engine::{Preamble, Unavailable};
 use crate::observability::metrics::Metrics;
@@ -110,8 +107,8 @@ impl Drop for Joining<'_> {
     }
 }
 
-/// Makes `peer` a watcher of `key`: subscribes the key's channel, takes a lease among its
-/// watchers and reads its presence, then queues `initial` with the count and adds `peer`.
+/// Makes `peer` a watcher of `key`: subscribes the key's channel, joins its watchers in
+/// Redis and reads its presence, then queues `initial` with the count and adds `peer`.
 pub(super) async fn watch(
     shared: &Shared,
     key: &str,
@@ -158,7 +155,8 @@ pub(super) async fn watch(
     Ok(())
 }
 
-/// Stops `peer` watching `key`. The last watcher here gives up the relay's lease.
+/// Stops `peer` watching `key`. The last watcher here takes the relay out of the key's
+/// watchers in Redis.
 pub(super) fn unwatch(shared: &Arc<Shared>, key: &str, peer: &Peer) {
     let Some(mut watched) = shared.watches.keys.get_mut(key) else {
         return;
@@ -171,8 +169,9 @@ pub(super) fn unwatch(shared: &Arc<Shared>, key: &str, peer: &Peer) {
     if unused && forget_if_unused(shared, key) && shared.health.available() {
         let (shared, key) = (Arc::clone(shared), key.to_owned());
         tokio::spawn(async move {
-            // Best effort: otherwise the lease runs out by itself. A watch of the key
-            // that began meanwhile sends its own lease after this (it first subscribes).
+            // Best effort: a leftover entry only makes count changes of the key publish an
+            // event nobody here reads. A watch of the key that began meanwhile writes its
+            // own entry after this (it first subscribes).
             if !shared.watches.is_watched(&key) {
                 let _ = read(&shared, &key, false).await;
             }
@@ -194,9 +193,13 @@ fn forget_if_unused(shared: &Shared, key: &str) -> bool {
     removed
 }
 
-/// Runs `watch.lua` for `key`: this relay's lease among its watchers (taken, or with
-/// `watching` false given up) and the key's count with when it was read.
+/// Runs `watch.lua` for `key`: this relay among its watchers (added, or with `watching`
+/// false removed) and the key's count with when it was read. The roster's index of this
+/// relay's keys follows (see [`roster::indexed`]).
 async fn read(shared: &Shared, key: &str, watching: bool) -> Result<(usize, i64), Unavailable> {
+    if watching {
+        roster::indexed(shared, key).await?;
+    }
     let mut redis = shared.requests.connection()?;
     let mut invocation = shared.scripts.watch.prepare_invoke();
     for name in keys::data(key) {
@@ -204,10 +207,12 @@ async fn read(shared: &Shared, key: &str, watching: bool) -> Result<(usize, i64)
     }
     invocation
         .arg(&shared.relay)
-        .arg(if watching { "1" } else { "0" })
-        .arg(LEASE.as_millis() as u64);
+        .arg(if watching { "1" } else { "0" });
     let call = invocation.invoke_async::<(u64, i64)>(&mut redis);
     let (connections, version) = request(call).await?;
+    if !watching && shared.channels.get(key).is_none_or(|c| c.is_empty()) {
+        roster::unindexed(shared, key).await?;
+    }
     Ok((connections as usize, version))
 }
 
@@ -224,23 +229,4 @@ pub(super) async fn refresh_all(shared: &Shared, anew: bool) -> Result<(), Unava
         }
     }
     Ok(())
-}
-
-/// Every [`LEASE_REFRESH`] until `stop`: refreshes this relay's watcher leases and reads
-/// the watched keys' presence (what dead relays' expired leases changed).
-pub(super) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut refresh = tokio::time::interval(LEASE_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = refresh.tick() => {}
-        }
-        if !shared.health.available() || shared.watches.keys.is_empty() {
-            continue;
-        }
-        if refresh_all(&shared, false).await.is_err() {
-            warn!("redis: watched presence not refreshed");
-        }
-    }
 }
