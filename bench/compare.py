@@ -18,23 +18,21 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import (ROOT, Binaries, Started, binaries, fmt, free_port, machine,
+                      needs_relay, raise_fd_limit, sh, write_section)
+
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 CACHE = ROOT / "target" / "compare-results.json"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 UWS_PACKAGE = "@trufflesuite/uws-js-unofficial"
-# How long a server may take to listen, and a bench run to finish.
-LISTEN_DEADLINE_S = 15.0
+# How long a bench run may take to finish.
 BENCH_TIMEOUT_S = 300
 # Descriptors the largest scenario needs in the server (idle-19k), with some headroom.
 FDS_NEEDED = 19_100
@@ -91,14 +89,12 @@ REPEATED = {"throughput", "latency", "fanout", "fanout-10k"}
 SMOKE = ["throughput", "-r", "2", "-s", "1", "-n", "20", "-w", "5"]
 
 
-class Setup:
+class Setup(Binaries):
     """Where the binaries and the peers are."""
 
     def __init__(self, bin_dir, peers):
-        self.bin_dir = Path(bin_dir)
+        super().__init__(bin_dir)
         self.peers = Path(peers)
-        self.relay = self.bin_dir / "notify-relay"
-        self.bench = self.bin_dir / "notify-relay-bench"
 
 
 class Server:
@@ -125,11 +121,6 @@ def node_module_missing(setup, module):
 def peer_file_missing(setup, name):
     path = setup.peers / name
     return None if path.is_file() else f"the peer {path}"
-
-
-def needs_relay(setup):
-    return [f"{path} (build: cargo build --release -p notify-relay -p notify-relay-bench)"
-            for path in (setup.relay, setup.bench) if not path.is_file()]
 
 
 def needs_node_peer(file, module):
@@ -172,85 +163,9 @@ BY_SLUG = {server.slug: server for server in SERVERS}
 NOT_IN = {("fanout", "original"), ("fanout-10k", "original")}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening_inodes(port):
-    """Socket inodes in LISTEN state on `port` (any address), from /proc/net/tcp{,6}."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
-
-
-def socket_inodes_of(pid):
-    inodes = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir() if fd_dir.exists() else ():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    return inodes
-
-
-class Started:
-    """A server process this script started, known to listen on its port."""
-
-    def __init__(self, server, setup, port):
-        self.server, self.port = server, port
-        self.log = tempfile.TemporaryFile()
-        env = dict(os.environ, RUST_LOG="warn")
-        self.proc = subprocess.Popen(server.command(setup, port), env=env, cwd=ROOT,
-                                     stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace").strip()[-2000:]
-
-    def wait_listening(self):
-        """Returns once this process owns a listening socket on the port; fails otherwise."""
-        deadline = time.monotonic() + LISTEN_DEADLINE_S
-        name = f"{self.server.title} (pid {self.proc.pid})"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"compare: {name} exited with {self.proc.returncode} before "
-                                 f"listening on port {self.port}:\n{self.output()}")
-            listening = listening_inodes(self.port)
-            if listening & socket_inodes_of(self.proc.pid):
-                return
-            time.sleep(0.05)
-        owner = ("another process listens there" if listening_inodes(self.port)
-                 else "nothing listens there")
-        raise SystemExit(f"compare: {name} did not listen on port {self.port} within "
-                         f"{LISTEN_DEADLINE_S:.0f} s ({owner}):\n{self.output()}")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 def run_once(setup, server, args):
-    started = Started(server, setup, free_port())
+    port = free_port()
+    started = Started(server.title, server.command(setup, port), port)
     try:
         started.wait_listening()
         cmd = [str(setup.bench), "--url", f"ws://127.0.0.1:{started.port}/",
@@ -275,14 +190,6 @@ def median_run(setup, server, name, args, runs):
     return merged
 
 
-def fmt(value):
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
-    return f"{value:,}"
-
-
 def ratio(ours, theirs, better):
     """How notify-relay compares; "–" where a ratio means nothing (counts, percentages)."""
     if better is None:
@@ -297,21 +204,8 @@ def ratio(ours, theirs, better):
     return f"{r:,.1f}× better" if r >= 1 else f"{1 / r:,.1f}× worse"
 
 
-def sh(cmd, cwd=None):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, shell=True,
-                              cwd=cwd).stdout.strip()
-    except OSError:
-        return "?"
-
-
-def machine(setup, servers):
-    cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
-    mem = sh("free -g | awk '/Mem:/ {print $2}'")
-    lines = [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem} GiB; kernel {platform.release()}",
-        f"- {sh(str(setup.relay) + ' --version')}; {sh('rustc --version')}",
-    ]
+def peers_machine(setup, servers):
+    lines = machine(setup)
     slugs = {s.slug for s in servers}
     if slugs & {"uws", "ws"}:
         version = ("node -p \"require(process.argv[1] + '/package.json').version\" ")
@@ -328,17 +222,6 @@ def machine(setup, servers):
     lines.append("- The load generator runs on the same machine (loopback), sharing the "
                  f"{os.cpu_count()} cores with the server and with whatever else runs there.")
     return lines
-
-
-def raise_fd_limit():
-    """Servers inherit this process's open-file limit: the idle scenarios need ~19,000."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and hard < FDS_NEEDED:
-        print(f"compare: the open-file hard limit is {hard}; idle-19k needs about "
-              f"{FDS_NEEDED} (raise it with ulimit -Hn, or skip it with --only)",
-              file=sys.stderr)
 
 
 def selected_servers(spec):
@@ -407,12 +290,9 @@ def main():
                         help="the folder of the peer servers")
     args = parser.parse_args()
     servers = selected_servers(args.servers)
-    setup = Setup(args.bin_dir or ROOT / "target" / "release", args.peers)
-    if not args.bin_dir:
-        subprocess.run(["cargo", "build", "--release", "-p", "notify-relay",
-                        "-p", "notify-relay-bench"], cwd=ROOT, check=True)
+    setup = Setup(binaries(args.bin_dir).bin_dir, args.peers)
     check_prerequisites(setup, servers)
-    raise_fd_limit()
+    raise_fd_limit(FDS_NEEDED, "idle-19k", ", or skip it with --only")
     if args.smoke:
         smoke(setup, servers)
         return
@@ -420,7 +300,7 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     command = "python3 bench/compare.py " + " ".join(sys.argv[1:])
     lines = [START, "", f"Measured {time.strftime('%Y-%m-%d')} by `{command.strip()}`.", "",
-             *machine(setup, servers), ""]
+             *peers_machine(setup, servers), ""]
     # Results are kept per scenario and server, so `--only` and `--servers` re-measure
     # some and keep the rest.
     raw = json.loads(CACHE.read_text()) if CACHE.exists() and (only or args.servers) else {}
@@ -444,11 +324,7 @@ def main():
     print(block)
     if args.no_write:
         return
-    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    DOC.write_text(before + block + after)
-    print(f"wrote {DOC}", file=sys.stderr)
+    write_section(DOC, START, END, block, "# Benchmarks\n")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ struct Cli {
     /// Upper bound on the run's measured phase.
     #[arg(long, global = true, default_value = "120s", value_parser = humantime::parse_duration)]
     max_time: Duration,
+    /// At the start and at the end of the measured phase (in `idle`: of the hold), print
+    /// `mark: start` or `mark: end` on stderr and wait for a line on standard input (at
+    /// most --max-time; none at end of input): a script measures other processes (a
+    /// second relay, Redis) over exactly that phase, and `idle` holds until it answers.
+    #[arg(long, global = true)]
+    marks: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -82,7 +88,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A wait for standard input (--marks) that timed out cannot be cancelled: do not wait
+    // for it on the way out.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("notify-relay-bench: {e}");
@@ -104,6 +114,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         send_target,
         server,
         max_time: cli.max_time,
+        marks: cli.marks,
         run_id: format!("{:x}", fastrand::u32(..)),
     };
     let report = match &cli.scenario {

@@ -1,8 +1,10 @@
 //! Every scenario, small, against a real relay (in this process, so `--pid` is ours):
 //! each finishes, loses nothing, and reports the figures the comparison reads.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use notify_relay::state::RelayState;
 use notify_relay::{Config, Server};
@@ -175,6 +177,103 @@ fn churn_with_watchers_counts_their_frames() {
     assert_eq!(r["presence_changes"], 400);
     let frames = r["watcher_frames"].as_u64().expect("watcher_frames");
     assert!(frames > 0 && frames <= 2 * 400, "{frames}");
+}
+
+/// The bench with `--marks`, its standard input, output and error piped; killed if the
+/// test fails first.
+struct Marked {
+    child: Child,
+    stderr: Lines<BufReader<ChildStderr>>,
+}
+
+impl Marked {
+    fn start(url: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_notify-relay-bench"))
+            .args(["--url", url, "--json", "--max-time", "30s", "--marks"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bench runs");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        Self { child, stderr }
+    }
+
+    /// Reads stderr up to the line `mark: NAME`; fails at its end.
+    fn wait_for_mark(&mut self, name: &str) {
+        let wanted = format!("mark: {name}");
+        for line in self.stderr.by_ref() {
+            if line.expect("stderr") == wanted {
+                return;
+            }
+        }
+        panic!("the bench ended before {wanted:?}");
+    }
+
+    /// Still running a while after the mark: it waits for the answer.
+    fn assert_waits(&mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            self.child.try_wait().expect("try_wait").is_none(),
+            "it went on"
+        );
+    }
+
+    fn answer(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(b"\n")
+            .and_then(|()| stdin.flush())
+            .expect("answer");
+    }
+
+    fn report(mut self) -> Value {
+        let mut out = self.child.stdout.take().expect("stdout");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut out, &mut text).expect("stdout");
+        assert!(self.child.wait().expect("wait").success());
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn idle_with_marks_holds_until_each_mark_is_answered() {
+    let (url, state) = relay_with_state();
+    let mut bench = Marked::start(&url, &["idle", "-c", "30", "--hold", "50ms"]);
+    bench.wait_for_mark("start");
+    // Every connection is registered and held while the script takes its first sample.
+    bench.assert_waits();
+    assert_eq!(state.metrics.connections.get(), 30);
+    bench.answer();
+    bench.wait_for_mark("end");
+    // Still held, well past --hold, until the script has taken its last sample.
+    bench.assert_waits();
+    assert_eq!(state.metrics.connections.get(), 30);
+    bench.answer();
+    let r = bench.report();
+    assert_eq!(r["registered"], 30);
+    assert_eq!(r["dropped_while_held"], 0);
+}
+
+#[test]
+fn throughput_with_marks_goes_on_at_the_end_of_input() {
+    let url = relay();
+    let mut bench = Marked::start(&url, &["throughput", "-r", "3", "-s", "2", "-n", "300"]);
+    bench.wait_for_mark("start");
+    bench.assert_waits();
+    drop(bench.child.stdin.take());
+    bench.wait_for_mark("end");
+    let r = bench.report();
+    assert_eq!(r["delivered"], 300);
+    assert_eq!(r["lost"], 0);
 }
 
 #[test]

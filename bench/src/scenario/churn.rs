@@ -50,6 +50,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
         let ws = watcher(ctx, p.keys).await?;
         watching.spawn(count_frames(ws, Arc::clone(&frames)));
     }
+    ctx.mark("start").await?;
     let cpu_start = ctx.server.map(|s| s.cpu_time()).transpose()?;
     let started = std::time::Instant::now();
     let mut peaks = Vec::new();
@@ -76,6 +77,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
         }
         eprintln!("cycle {}/{} done", cycle + 1, p.cycles);
     }
+    ctx.mark("end").await?;
 
     let cycles = peaks.len().max(after.len());
     let mut report = Report::new("churn");

@@ -51,6 +51,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     for ws in open {
         recipients.add(ws);
     }
+    ctx.mark("start").await?;
     let deadline = Instant::now() + ctx.max_time;
     let cpu = CpuMark::start(ctx.server)?;
     let started = Instant::now();
@@ -88,6 +89,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add_f64("elapsed_s", elapsed, 3);
     report.add_f64("deliveries_per_s", received as f64 / elapsed, 0);
     cpu.report(&mut report, received)?;
+    ctx.mark("end").await?;
     recipients.finish().await.report(&mut report);
     Ok(report)
 }

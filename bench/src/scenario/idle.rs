@@ -74,8 +74,10 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
             }
         });
     }
+    ctx.mark("start").await?;
     tokio::time::sleep(p.hold.min(ctx.max_time)).await;
     let rss = ctx.server.map(|s| s.rss_bytes()).transpose()?;
+    ctx.mark("end").await?;
     let _ = stop_tx.send(true);
     let mut still_open = Vec::with_capacity(held);
     while let Some(result) = holders.join_next().await {

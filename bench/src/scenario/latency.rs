@@ -46,6 +46,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let senders = p.senders.max(1);
     let per_sender = p.rate as f64 / senders as f64;
     let mut tasks = JoinSet::new();
+    ctx.mark("start").await?;
     let cpu = CpuMark::start(ctx.server)?;
     let started = Instant::now();
     for _ in 0..senders {
@@ -80,6 +81,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     report.add_f64("achieved_rate", sent as f64 / duration.as_secs_f64(), 0);
     report.add_f64("elapsed_s", elapsed, 3);
     cpu.report(&mut report, received)?;
+    ctx.mark("end").await?;
     recipients.finish().await.report(&mut report);
     Ok(report)
 }

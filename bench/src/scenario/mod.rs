@@ -33,6 +33,8 @@ pub struct Context {
     pub server: Option<ServerProcess>,
     /// Every run ends by this time, finished or not.
     pub max_time: Duration,
+    /// `--marks`: stop at the start and the end of the measured phase (see [`Context::mark`]).
+    pub marks: bool,
     /// A prefix making this run's keys unique on a shared relay.
     pub run_id: String,
 }
@@ -41,6 +43,26 @@ impl Context {
     /// This run's key number `i`.
     pub fn key(&self, i: usize) -> String {
         format!("bench-{}-{i}", self.run_id)
+    }
+
+    /// With `--marks`: prints `mark: NAME` on stderr and waits for a line on standard
+    /// input, at most `--max-time` (at the end of input it goes on at once). Without it,
+    /// nothing.
+    pub async fn mark(&self, name: &str) -> io::Result<()> {
+        if !self.marks {
+            return Ok(());
+        }
+        eprintln!("mark: {name}");
+        // std's stdin keeps what it read ahead for the next call.
+        let answer = tokio::task::spawn_blocking(|| {
+            std::io::stdin().read_line(&mut String::new()).map(|_| ())
+        });
+        match tokio::time::timeout(self.max_time, answer).await {
+            Ok(joined) => joined.map_err(io::Error::other)?,
+            Err(_) => Err(io::Error::other(format!(
+                "no line on standard input after mark {name} within --max-time"
+            ))),
+        }
     }
 }
 

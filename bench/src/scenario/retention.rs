@@ -34,6 +34,7 @@ pub struct Params {
 pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     let own_key = ctx.key(usize::MAX);
     let mut producer = ctx.target.registered(None, &own_key).await?;
+    ctx.mark("start").await?;
     let before = ctx.server.map(|s| s.rss_bytes()).transpose()?;
     let started = std::time::Instant::now();
     let mut progress = Progress::new("sent");
@@ -67,6 +68,7 @@ pub async fn run(ctx: &Context, p: &Params) -> io::Result<Report> {
     }
     let elapsed = started.elapsed();
     let after = ctx.server.map(|s| s.rss_bytes()).transpose()?;
+    ctx.mark("end").await?;
 
     let mut report = Report::new("retention");
     report.add("messages", sent);
