@@ -6,6 +6,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
 use crate::message::{Payload, Position};
 
 /// The prefix of every name the relay uses in Redis.
@@ -26,8 +29,11 @@ fn tagged(key: &str) -> String {
     }
 }
 
+/// How many names [`data`] gives: the `numkeys` of every script on a key.
+pub const DATA_KEYS: usize = 6;
+
 /// The Redis names of one key's data, in the order the scripts take them as KEYS.
-pub fn data(key: &str) -> [String; 6] {
+pub fn data(key: &str) -> [String; DATA_KEYS] {
     let tagged = tagged(key);
     ["m", "l", "p", "c", "o", "w"].map(|part| format!("{PREFIX}{tagged}:{part}"))
 }
@@ -146,20 +152,48 @@ pub struct Live {
 /// Reads a channel message: `EPOCH\nSEQ\nORIGIN\nKIND PAYLOAD` (epoch and seq empty when
 /// the message has no position, origin empty unless its relay waits for it), as
 /// `publish.lua` writes it. Returns the message and its origin.
-pub fn decode_live(text: &[u8]) -> Option<(Live, &str)> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut parts = text.splitn(4, '\n');
-    let (epoch, seq, origin, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+///
+/// It runs once per message a relay receives from Redis, so it copies nothing: the
+/// payload and the origin are slices of `text` (the bytes Redis sent, checked as UTF-8
+/// once), and the epoch is `epoch_hint` (the key's current one, which nearly every
+/// message shares) when it matches, so only a new epoch allocates.
+pub fn decode_live(text: Vec<u8>, epoch_hint: Option<&Arc<str>>) -> Option<(Live, Bytes)> {
+    let text = Bytes::from(String::from_utf8(text).ok()?);
+    let mut ends = memchr_newlines(&text);
+    let (epoch_end, seq_end, origin_end) = (ends.next()?, ends.next()?, ends.next()?);
+    let part = |from: usize, to: usize| std::str::from_utf8(&text[from..to]).ok();
+    let epoch = part(0, epoch_end)?;
     let position = match epoch {
         "" => None,
-        epoch => Some(Position::new(Arc::from(epoch), seq.parse().ok()?)),
+        epoch => {
+            let seq = part(epoch_end + 1, seq_end)?.parse().ok()?;
+            let epoch = match epoch_hint {
+                Some(hint) if **hint == *epoch => Arc::clone(hint),
+                _ => Arc::from(epoch),
+            };
+            Some(Position::new(epoch, seq))
+        }
     };
-    let (kind, body) = rest.split_at_checked(1)?;
-    let live = Live {
-        position,
-        payload: payload(kind, body.to_owned()),
+    let origin = text.slice(seq_end + 1..origin_end);
+    let kind_at = origin_end + 1;
+    let kind = part(kind_at, (kind_at + 1).min(text.len()))?;
+    if kind.is_empty() {
+        return None;
+    }
+    let body = Utf8Bytes::try_from(text.slice(kind_at + 1..)).ok()?;
+    let payload = if kind == JSON_KIND {
+        Payload::json(body)
+    } else {
+        Payload::text(body)
     };
-    Some((live, origin))
+    Some((Live { position, payload }, origin))
+}
+
+/// The positions of the newlines in `text`, in order.
+fn memchr_newlines(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    text.iter()
+        .enumerate()
+        .filter_map(|(at, byte)| (*byte == b'\n').then_some(at))
 }
 
 #[cfg(test)]
@@ -216,16 +250,25 @@ mod tests {
 
     #[test]
     fn channel_messages_round_trip() {
-        let (live, origin) = decode_live(b"e1.0\n7\nr1:5\nshi\nthere").expect("decodes");
+        let decode = |text: &[u8]| decode_live(text.to_vec(), None);
+        let (live, origin) = decode(b"e1.0\n7\nr1:5\nshi\nthere").expect("decodes");
         assert_eq!(live.position, Some(Position::new("e1.0".into(), 7)));
         assert_eq!(live.payload, Payload::text("hi\nthere"));
-        assert_eq!(origin, "r1:5");
-        let (live, origin) = decode_live(b"\n\n\nj{\"a\":1}").expect("decodes");
+        assert_eq!(&origin[..], b"r1:5");
+        let (live, origin) = decode(b"\n\n\nj{\"a\":1}").expect("decodes");
         assert_eq!(live.position, None);
         assert_eq!(live.payload, Payload::json("{\"a\":1}"));
-        assert_eq!(origin, "");
-        assert_eq!(decode_live(b"e\nx\n\nsz"), None);
-        assert_eq!(decode_live(b"e\n1\n"), None);
+        assert!(origin.is_empty());
+        assert_eq!(decode(b"e\nx\n\nsz"), None);
+        assert_eq!(decode(b"e\n1\n"), None);
+        assert_eq!(decode(b"e\n1\n\n"), None);
+        assert_eq!(decode(b"e\n1\n\ns\xff"), None);
+        // The key's current epoch is shared, not allocated again.
+        let epoch: Arc<str> = Arc::from("e1.0");
+        let (live, _) = decode_live(b"e1.0\n8\n\nsx".to_vec(), Some(&epoch)).expect("decodes");
+        let position = live.position.expect("a position");
+        assert!(Arc::ptr_eq(&position.epoch, &epoch));
+        assert_eq!(position.seq, 8);
         assert_eq!(
             decode_presence(b"\n\n\np1700000000123 4"),
             Some(PresenceEvent {

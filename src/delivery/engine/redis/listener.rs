@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, ConnectionInfo, Msg, ProtocolVersion, PushInfo, PushKind};
+use ::redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind};
 use ::redis::{RedisResult, Value};
 use log::{debug, info, warn};
 use tokio::sync::mpsc;
@@ -502,8 +502,12 @@ impl<'a> Session<'a> {
     fn on_push(&mut self, shard: usize, push: PushInfo) -> Result<(), ()> {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
-                if let Some(message) = Msg::from_push_info(push) {
-                    self.on_message(shard, &message);
+                // [channel, payload]: taken apart here, so the payload is moved, not copied.
+                let mut data = push.data.into_iter();
+                if let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                {
+                    self.on_message(shard, &channel, payload);
                 }
                 Ok(())
             }
@@ -543,34 +547,44 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_message(&mut self, shard: usize, message: &Msg) {
+    fn on_message(&mut self, shard: usize, channel: &[u8], payload: Vec<u8>) {
         let shared = self.shared;
-        let name = message.get_channel_name();
-        if self.probes.get(shard).is_some_and(|probe| probe == name) {
+        if self
+            .probes
+            .get(shard)
+            .is_some_and(|probe| probe.as_bytes() == channel)
+        {
             self.probed_at[shard] = Instant::now();
             if let Some(oldest) = self.probed_at.iter().min() {
                 shared.health.probed_at(*oldest);
             }
             return;
         }
-        let Some(key) = keys::key_of_channel(name.as_bytes()) else {
+        let Some(key) = keys::key_of_channel(channel) else {
             return;
         };
-        if let Some(event) = keys::decode_presence(message.get_payload_bytes()) {
+        if let Some(event) = keys::decode_presence(&payload) {
             shared.watches.on_event(&key, event, &shared.metrics);
             return;
         }
-        let Some((live, origin)) = keys::decode_live(message.get_payload_bytes()) else {
+        let Some(mut channel) = shared.channels.get_mut(&*key) else {
+            // Nobody here under the key (any more): only a publisher may be waiting.
+            if let Some((_, origin)) = keys::decode_live(payload, None) {
+                shared.seen_origin_bytes(&origin);
+            }
+            return;
+        };
+        let epoch = channel.last.as_ref().map(|last| &last.epoch);
+        let Some((live, origin)) = keys::decode_live(payload, epoch) else {
+            drop(channel);
             warn!(
                 "redis: unreadable message on the channel of {}",
                 escaped(&key)
             );
             return;
         };
-        let outcome = match shared.channels.get_mut(&*key) {
-            Some(mut channel) => channel.deliver(&live, shared.buffer_limit),
-            None => Default::default(),
-        };
+        let outcome = channel.deliver(&live, shared.buffer_limit);
+        drop(channel);
         if outcome.overflowed > 0 {
             warn!(
                 "message to {} not queued for {} slow connection(s)",
@@ -581,9 +595,7 @@ impl<'a> Session<'a> {
                 .metrics
                 .dropped(DropReason::SlowConsumer, outcome.overflowed as u64);
         }
-        if !origin.is_empty() {
-            shared.seen_origin(origin);
-        }
+        shared.seen_origin_bytes(&origin);
     }
 
     async fn on_command(&mut self, command: Command) -> Result<(), ()> {

@@ -31,6 +31,7 @@
 //! Redis lost it. Presence leases run out [`LEASE`] after a relay's last refresh, so a
 //! relay killed with -9 stops counting within that time.
 
+mod batch;
 mod channel;
 mod keys;
 mod listener;
@@ -237,6 +238,8 @@ struct Shared {
     /// Keys with local watchers of their presence.
     watches: watch::Watches,
     scripts: Scripts,
+    /// Publishes pipelined, on one server (`None` on a cluster: see [`batch`]).
+    batcher: Option<batch::Batcher>,
     /// Retention settings (`--buffer-max`, `--buffer-ttl`).
     config: StreamConfig,
     /// Candidate epochs for streams a script creates.
@@ -296,8 +299,16 @@ impl RedisEngine {
         } else {
             Flavor::Classic
         };
+        let (batcher, jobs) = match flavor {
+            Flavor::Classic => {
+                let (batcher, jobs) = batch::Batcher::new();
+                (Some(batcher), Some(jobs))
+            }
+            Flavor::Sharded => (None, None),
+        };
         let shared = Arc::new(Shared {
             relay: random[..16].to_owned(),
+            batcher,
             requests,
             channels: DashMap::new(),
             watches: watch::Watches::default(),
@@ -325,6 +336,10 @@ impl RedisEngine {
             stop.clone(),
         ));
         tokio::spawn(keep_counts(Arc::clone(&shared), stop.clone()));
+        if let Some(jobs) = jobs {
+            let (shared, stop) = (Arc::clone(&shared), stop.clone());
+            tokio::spawn(async move { batch::run(&shared.requests, jobs, stop).await });
+        }
         tokio::spawn(roster::keep(Arc::clone(&shared), stop.clone()));
         Ok(Self { shared, stop })
     }
@@ -409,6 +424,15 @@ impl Shared {
         let _ = tokio::time::timeout(REQUEST_TIMEOUT, seen).await;
     }
 
+    /// [`Shared::seen_origin`] for an origin as it came from Redis (empty: none).
+    fn seen_origin_bytes(&self, origin: &[u8]) {
+        if let Ok(origin) = std::str::from_utf8(origin) {
+            if !origin.is_empty() {
+                self.seen_origin(origin);
+            }
+        }
+    }
+
     /// The listener saw a message published with `origin`: if it is one of this relay's
     /// awaited publishes, its publisher may answer now.
     fn seen_origin(&self, origin: &str) {
@@ -429,24 +453,39 @@ impl Shared {
         origin: &str,
     ) -> Result<Published, Unavailable> {
         let retain = self.streams_on() && !message.ephemeral;
-        let mut redis = self.requests.connection()?;
-        let mut invocation = self.scripts.publish.prepare_invoke();
-        for name in keys::data(key) {
-            invocation.key(name);
-        }
-        invocation
-            .arg(message.payload.as_text().as_str())
-            .arg(keys::kind(&message.payload))
-            .arg(message.collapse.as_deref().unwrap_or(""))
-            .arg(if retain { "1" } else { "0" })
-            .arg(self.config.buffer_max.max(1))
-            .arg(self.ttl_ms())
-            .arg(&*self.epochs.next())
-            .arg(keys::channel(key))
-            .arg(self.health.deadline())
-            .arg(origin);
-        let call = invocation.invoke_async::<(i64, String, u64, u64, u64, u64)>(&mut redis);
-        let (connections, epoch, seq, by_ttl, by_max, collapsed) = request(call).await?;
+        let script = &self.scripts.publish;
+        let epoch = self.epochs.next();
+        let command = || {
+            let mut command = ::redis::cmd("EVALSHA");
+            command.arg(script.get_hash()).arg(keys::DATA_KEYS);
+            for name in keys::data(key) {
+                command.arg(name);
+            }
+            command
+                .arg(message.payload.as_text().as_str())
+                .arg(keys::kind(&message.payload))
+                .arg(message.collapse.as_deref().unwrap_or(""))
+                .arg(if retain { "1" } else { "0" })
+                .arg(self.config.buffer_max.max(1))
+                .arg(self.ttl_ms())
+                .arg(&*epoch)
+                .arg(keys::channel(key))
+                .arg(self.health.deadline())
+                .arg(origin);
+            command
+        };
+        let answer = self.run_script(script, command).await?;
+        let (connections, epoch, seq, by_ttl, by_max, collapsed): (
+            i64,
+            String,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = ::redis::FromRedisValue::from_redis_value(answer).map_err(|error| {
+            debug!("redis: unreadable publish answer: {error}");
+            Unavailable
+        })?;
         let Ok(connections) = u64::try_from(connections) else {
             debug!("redis: a publish arrived after its deadline and was not carried out");
             return Err(Unavailable);
@@ -461,6 +500,49 @@ impl Shared {
             buffered: position.is_some() && connections == 0,
             position,
         })
+    }
+
+    /// Sends the `EVALSHA` of `script` that `command` makes: through the batcher on one
+    /// server, alone on a cluster; a script Redis does not have (it restarted) is loaded
+    /// and the command made and sent again.
+    async fn run_script(
+        &self,
+        script: &Script,
+        command: impl Fn() -> ::redis::Cmd,
+    ) -> Result<::redis::Value, Unavailable> {
+        let mut redis = self.requests.connection()?;
+        let first = self.send(&mut redis, command()).await?;
+        match first {
+            Err(error)
+                if error.kind()
+                    == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
+                request(script.load_async(&mut redis)).await?;
+                self.send(&mut redis, command()).await?.map_err(|error| {
+                    debug!("redis request failed: {error}");
+                    Unavailable
+                })
+            }
+            other => other.map_err(|error| {
+                debug!("redis request failed: {error}");
+                Unavailable
+            }),
+        }
+    }
+
+    /// One request's answer: through the batcher when there is one.
+    async fn send(
+        &self,
+        redis: &mut requests::Connection,
+        command: ::redis::Cmd,
+    ) -> Result<::redis::RedisResult<::redis::Value>, Unavailable> {
+        match &self.batcher {
+            Some(batcher) => batcher.send(command).await.ok_or(Unavailable),
+            None => match tokio::time::timeout(REQUEST_TIMEOUT, command.query_async(redis)).await {
+                Ok(answer) => Ok(answer),
+                Err(_) => Err(Unavailable),
+            },
+        }
     }
 
     /// Runs `subscribe.lua` for `key` with `local` connections here.
