@@ -164,8 +164,8 @@ async fn pending_and_resumption_work_on_another_relay_than_the_one_left() {
     assert_eq!(back.recv_json().await["message"], "live");
 }
 
-/// A relay killed with -9 never says goodbye: its connections stop counting once its
-/// presence lease runs out (15 s).
+/// A relay killed with -9 never says goodbye: its connections stop counting once a live
+/// relay finds its heartbeat gone (14 s, plus a sweep of at most 1 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_relay_stops_counting_within_the_lease() {
     let redis = RedisServer::start();
@@ -479,7 +479,7 @@ async fn streams_off_across_relays_is_parts_1_and_2() {
 }
 
 /// A relay stopped gracefully (SIGTERM, the drain) withdraws its presence as it exits,
-/// rather than when its lease runs out.
+/// rather than when the others find it dead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_relay_stops_counting_at_once() {
     let redis = RedisServer::start();

@@ -388,9 +388,9 @@ mod cluster {
     use tokio::time::timeout;
     use tokio_tungstenite::tungstenite::Message;
 
-    /// A presence lease (15 s) plus its refresh interval (5 s), and slack for a loaded
-    /// machine: the longest a killed relay's connections may still show as online to a
-    /// watcher (the contract's dead-relay bound is 30 s).
+    /// A relay's heartbeat (14 s) plus the sweep that finds it gone (1 s), and slack for
+    /// a loaded machine: the longest a killed relay's connections may still show as
+    /// online to a watcher (the contract's dead-relay bound is 30 s).
     const DEAD_RELAY_BOUND: Duration = Duration::from_secs(25);
 
     async fn relay(redis: &RedisServer) -> RelayProcess {

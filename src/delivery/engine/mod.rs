@@ -94,8 +94,8 @@ pub trait Engine: Send + Sync + fmt::Debug {
     fn streams_enabled(&self) -> bool;
 
     /// Called once the relay has drained, before it exits: an engine that shares state
-    /// with other relays withdraws this relay's presence now rather than when its leases
-    /// run out. Bounded in time.
+    /// with other relays withdraws this relay's presence now rather than when the others
+    /// find it dead. Bounded in time.
     fn settle(&self) -> EngineFuture<'_, ()> {
         now(())
     }

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use ::redis::{Script, ScriptInvocation};
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -36,6 +37,15 @@ pub const DATA_KEYS: usize = 6;
 pub fn data(key: &str) -> [String; DATA_KEYS] {
     let tagged = tagged(key);
     ["m", "l", "p", "c", "o", "w"].map(|part| format!("{PREFIX}{tagged}:{part}"))
+}
+
+/// An invocation of `script` on `key`: its data names as the script's KEYS, in order.
+pub fn on_key<'a>(script: &'a Script, key: &str) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for name in data(key) {
+        invocation.key(name);
+    }
+    invocation
 }
 
 /// The pub/sub channel a key's messages are published on.

@@ -3,20 +3,25 @@
 //!
 //! What lives where:
 //! - **In Redis**, per key (all under the hash tag `{KEY}`, see [`keys`]): the stream of
-//!   retained messages with its epoch, sequence, pending set and collapse names, and the
-//!   presence hash (each relay's connection count under a lease). The Lua scripts beside
-//!   this file are the only code that changes them, one atomic step each: `publish.lua`
-//!   (presence, sequence, retention, pending, PUBLISH or SPUBLISH), `subscribe.lua`
-//!   (presence, then pending or replay), `lease.lua`, `presence.lua` and `watch.lua` (a
-//!   relay's lease among a key's watchers; while a key has watchers, a change of its
-//!   count is published on its channel as a presence event, see [`watch`]).
+//!   retained messages with its epoch, sequence, pending set and collapse names, the
+//!   presence hash (each relay's connection count, written when it changes, and the
+//!   total) and the key's watchers. The Lua scripts beside this file are the only code
+//!   that changes them, one atomic step each: `publish.lua` (presence, sequence, room,
+//!   pending, PUBLISH or SPUBLISH), `subscribe.lua` (presence, expiry, then pending or
+//!   replay), `count.lua`, `presence.lua`, `watch.lua` (while a key has watchers, a change
+//!   of its total is published on its channel as a presence event, see [`watch`]) and
+//!   `drop.lua` (a dead relay's entries go).
+//! - **In Redis, per relay**: the roster ([`roster`]): which relays are alive (one
+//!   heartbeat each), and which keys each has entries under, so the relay that notices a
+//!   dead one drops them. Nothing is refreshed per key: an idle connection costs nothing.
 //! - **In this process**: the local subscribers of each key ([`channel::Channel`]), fed by
 //!   one pub/sub connection per shard, subscribed to the channels of exactly the keys
 //!   with local subscribers whose slot that shard owns (per-key interest; [`listener`]).
 //!   One server is one shard; a Redis Cluster has one per master, with sharded pub/sub
 //!   (SPUBLISH in the scripts, SSUBSCRIBE), so a message touches only its slot's shard
 //!   ([`topology`]). The scripts run through [`requests`], which on a cluster sends each
-//!   to the master of its keys' slot.
+//!   to the master of its keys' slot; on one server publishes leave in pipelines
+//!   ([`batch`]).
 //!
 //! Every message, local or not, reaches local subscribers through Redis's channel, so all
 //! relays see one order per key. A registration subscribes the key's channel first, then
@@ -26,10 +31,11 @@
 //! Faults: the listener probes its own subscriptions every second through Redis, through
 //! each shard; a probe that does not come back within [`PROBE_TIMEOUT`] (Redis down,
 //! paused, or a silently dead subscription) makes the relay not ready, and the
-//! subscriptions are made anew (on a cluster also after a slot moved), after which every
-//! key's subscribers are handed what they missed from the stream, or a gap signal when
-//! Redis lost it. Presence leases run out [`LEASE`] after a relay's last refresh, so a
-//! relay killed with -9 stops counting within that time.
+//! subscriptions are made anew (on a cluster also after a slot moved), after which the
+//! relay joins the roster again and every key's subscribers are handed what they missed
+//! from the stream, or a gap signal when Redis lost it, while its counts are written
+//! again. A relay killed with -9 stops counting within about 15 s, when a live relay
+//! finds its heartbeat gone.
 
 mod batch;
 mod channel;
@@ -561,10 +567,7 @@ impl Shared {
             roster::indexed(self, key).await?;
         }
         let mut redis = self.requests.connection()?;
-        let mut invocation = self.scripts.subscribe.prepare_invoke();
-        for name in keys::data(key) {
-            invocation.key(name);
-        }
+        let mut invocation = keys::on_key(&self.scripts.subscribe, key);
         invocation
             .arg(&self.relay)
             .arg(local)
@@ -792,10 +795,7 @@ impl Engine for RedisEngine {
                 return Err(Unavailable);
             }
             let mut redis = shared.requests.connection()?;
-            let mut invocation = shared.scripts.presence.prepare_invoke();
-            for name in keys::data(key) {
-                invocation.key(name);
-            }
+            let invocation = keys::on_key(&shared.scripts.presence, key);
             let call = invocation.invoke_async::<u64>(&mut redis);
             Ok(request(call).await? as usize)
         }))
@@ -892,10 +892,7 @@ async fn write_count(shared: &Shared, key: &str, local: usize) -> Result<(), Una
         roster::indexed(shared, key).await?;
     }
     let mut redis = shared.requests.connection()?;
-    let mut invocation = shared.scripts.count.prepare_invoke();
-    for name in keys::data(key) {
-        invocation.key(name);
-    }
+    let mut invocation = keys::on_key(&shared.scripts.count, key);
     invocation.arg(&shared.relay).arg(local);
     request(invocation.invoke_async::<i64>(&mut redis)).await?;
     if local == 0 && !watched {

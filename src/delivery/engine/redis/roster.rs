@@ -76,15 +76,7 @@ pub(super) async fn join(shared: &Shared) -> Result<(), Unavailable> {
     let relay = &shared.relay;
     let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
     loop {
-        let mut redis = shared.requests.connection()?;
-        let mut invocation = shared.roster.join.prepare_invoke();
-        invocation
-            .key(keys::relays())
-            .key(keys::heartbeat(relay))
-            .key(keys::claim(relay))
-            .arg(relay)
-            .arg(HEARTBEAT_TTL.as_millis() as u64);
-        let claimed: i64 = request(invocation.invoke_async(&mut redis)).await?;
+        let claimed = run_roster_script(shared, &shared.roster.join, relay, HEARTBEAT_TTL).await?;
         if claimed == 0 {
             shared.roster.joined.store(true, Ordering::Relaxed);
             return Ok(());
@@ -195,15 +187,7 @@ async fn sweep_once(shared: &Shared) -> Result<(), Unavailable> {
 
 /// Claims dead `relay`: `true` when this relay is the one to drop its entries.
 async fn claim(shared: &Shared, relay: &str) -> Result<bool, Unavailable> {
-    let mut redis = shared.requests.connection()?;
-    let mut invocation = shared.roster.claim.prepare_invoke();
-    invocation
-        .key(keys::relays())
-        .key(keys::heartbeat(relay))
-        .key(keys::claim(relay))
-        .arg(relay)
-        .arg(CLAIM_TTL.as_millis() as u64);
-    let claimed: i64 = request(invocation.invoke_async(&mut redis)).await?;
+    let claimed = run_roster_script(shared, &shared.roster.claim, relay, CLAIM_TTL).await?;
     Ok(claimed == 1)
 }
 
@@ -238,14 +222,30 @@ async fn drop_entries(shared: &Shared, relay: &str) -> Result<usize, Unavailable
 /// Runs `drop.lua` for dead `relay` under `key`.
 async fn drop_under(shared: &Shared, relay: &str, key: &str) -> Result<(), Unavailable> {
     let mut redis = shared.requests.connection()?;
-    let mut invocation = shared.scripts.drop.prepare_invoke();
-    for name in keys::data(key) {
-        invocation.key(name);
-    }
+    let mut invocation = keys::on_key(&shared.scripts.drop, key);
     invocation.arg(relay);
     request(invocation.invoke_async::<i64>(&mut redis))
         .await
         .map(|_| ())
+}
+
+/// Runs `register.lua` or `claim.lua` for `relay`: both take the roster's set and the
+/// relay's heartbeat and claim, the relay and a time in ms.
+async fn run_roster_script(
+    shared: &Shared,
+    script: &Script,
+    relay: &str,
+    ttl: Duration,
+) -> Result<i64, Unavailable> {
+    let mut redis = shared.requests.connection()?;
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(keys::relays())
+        .key(keys::heartbeat(relay))
+        .key(keys::claim(relay))
+        .arg(relay)
+        .arg(ttl.as_millis() as u64);
+    request(invocation.invoke_async(&mut redis)).await
 }
 
 /// Runs one command, bounded like every request.

@@ -201,10 +201,7 @@ async fn read(shared: &Shared, key: &str, watching: bool) -> Result<(usize, i64)
         roster::indexed(shared, key).await?;
     }
     let mut redis = shared.requests.connection()?;
-    let mut invocation = shared.scripts.watch.prepare_invoke();
-    for name in keys::data(key) {
-        invocation.key(name);
-    }
+    let mut invocation = keys::on_key(&shared.scripts.watch, key);
     invocation
         .arg(&shared.relay)
         .arg(if watching { "1" } else { "0" });
