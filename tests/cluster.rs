@@ -190,6 +190,27 @@ async fn a_killed_relay_stops_counting_within_the_lease() {
     assert_eq!(other.recv_text().await, "still here");
 }
 
+/// A relay stopped (SIGSTOP) past its heartbeat is taken for dead and its counts are
+/// dropped; resumed, it notices its heartbeat ran out, joins the roster again and writes
+/// its counts anew, so its connection counts again and still gets its messages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_stopped_past_its_heartbeat_counts_again_once_resumed() {
+    let redis = RedisServer::start();
+    let paused = relay(&redis, &[]).await;
+    let other = relay(&redis, &[]).await;
+    let mut tab = Client::connect(&paused.url()).await;
+    tab.register("paused").await;
+    assert_eq!(presence(other.addr, "paused").await, 1);
+    paused.signal("STOP");
+    presence_becomes(other.addr, "paused", 0, Duration::from_secs(20)).await;
+    paused.signal("CONT");
+    presence_becomes(other.addr, "paused", 1, Duration::from_secs(20)).await;
+    wait_readyz(paused.addr, 200).await;
+    let mut sender = Client::connect(&other.url()).await;
+    assert_eq!(sender.deliver("paused", json!("welcome back")).await, 1);
+    assert_eq!(tab.recv_text().await, "welcome back");
+}
+
 /// Redis killed and started again (empty) while traffic flows: the relays keep serving
 /// their own connections, say they are not ready and that sends cannot complete, then
 /// subscribe again by themselves; resumable connections get a gap (Redis lost the
