@@ -228,13 +228,16 @@ impl Stream {
             collapse,
         };
         let bytes = entry.cost();
-        self.entries.push_back(entry);
+        // Room first, then the new entry: a full stream's ring then reuses the slot it just
+        // freed (and stays at `max` slots) instead of growing to twice that and writing
+        // each entry into a slot last touched `max` appends ago.
         let mut evicted = Removed::default();
-        while self.entries.len() > max.max(1) {
+        while self.entries.len() >= max.max(1) {
             if let Some(old) = self.evict_front() {
                 evicted.add(&old);
             }
         }
+        self.entries.push_back(entry);
         Appended {
             seq,
             bytes,
