@@ -35,12 +35,6 @@ pub(super) struct Batcher {
     jobs: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
-    }
-}
-
 impl Batcher {
     /// A batcher and the queue its task (see [`run`]) drains.
     pub(super) fn new() -> (Self, Jobs) {

@@ -115,7 +115,7 @@ pub fn kind(payload: &Payload) -> &'static str {
 }
 
 /// A payload read back from Redis: its kind marker and its text.
-pub fn payload(kind: &str, text: String) -> Payload {
+pub fn payload(kind: &str, text: impl Into<Utf8Bytes>) -> Payload {
     if kind == JSON_KIND {
         Payload::json(text)
     } else {
@@ -169,7 +169,7 @@ pub struct Live {
 /// message shares) when it matches, so only a new epoch allocates.
 pub fn decode_live(text: Vec<u8>, epoch_hint: Option<&Arc<str>>) -> Option<(Live, Bytes)> {
     let text = Bytes::from(String::from_utf8(text).ok()?);
-    let mut ends = memchr_newlines(&text);
+    let mut ends = newlines(&text);
     let (epoch_end, seq_end, origin_end) = (ends.next()?, ends.next()?, ends.next()?);
     let part = |from: usize, to: usize| std::str::from_utf8(&text[from..to]).ok();
     let epoch = part(0, epoch_end)?;
@@ -191,16 +191,17 @@ pub fn decode_live(text: Vec<u8>, epoch_hint: Option<&Arc<str>>) -> Option<(Live
         return None;
     }
     let body = Utf8Bytes::try_from(text.slice(kind_at + 1..)).ok()?;
-    let payload = if kind == JSON_KIND {
-        Payload::json(body)
-    } else {
-        Payload::text(body)
-    };
-    Some((Live { position, payload }, origin))
+    Some((
+        Live {
+            position,
+            payload: payload(kind, body),
+        },
+        origin,
+    ))
 }
 
 /// The positions of the newlines in `text`, in order.
-fn memchr_newlines(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+fn newlines(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
     text.iter()
         .enumerate()
         .filter_map(|(at, byte)| (*byte == b'\n').then_some(at))

@@ -433,9 +433,7 @@ impl<'a> Session<'a> {
                 caught_up += 1;
             }
             // No watcher is left with a state from before the loss.
-            super::watch::refresh_all(shared, true)
-                .await
-                .map_err(|_| ())?;
+            super::watch::refresh_all(shared).await.map_err(|_| ())?;
             info!(
                 "redis: subscribed again on {shards} shard(s) (generation {generation}); \
                  {caught_up} key(s) caught up"

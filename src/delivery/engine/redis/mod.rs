@@ -84,7 +84,8 @@ const UNSUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
 /// Pending channel (un)subscriptions queued for the listener.
 const COMMAND_QUEUE: usize = 1024;
 
-/// The scripts, each with the shared prelude.
+/// The scripts: those on a key's names with the shared prelude (`lib.lua`), the roster's
+/// and the probe alone.
 #[derive(Debug)]
 struct Scripts {
     publish: Script,
@@ -94,6 +95,8 @@ struct Scripts {
     drop: Script,
     watch: Script,
     probe: Script,
+    register: Script,
+    claim: Script,
 }
 
 impl Scripts {
@@ -113,6 +116,8 @@ impl Scripts {
             drop: with_lib(include_str!("drop.lua")),
             watch: with_lib(include_str!("watch.lua")),
             probe: Script::new(include_str!("probe.lua")),
+            register: Script::new(include_str!("register.lua")),
+            claim: Script::new(include_str!("claim.lua")),
         }
     }
 }
@@ -481,22 +486,15 @@ impl Shared {
             command
         };
         let answer = self.run_script(script, command).await?;
-        let (connections, epoch, seq, by_ttl, by_max, collapsed): (
-            i64,
-            String,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = ::redis::FromRedisValue::from_redis_value(answer).map_err(|error| {
-            debug!("redis: unreadable publish answer: {error}");
-            Unavailable
-        })?;
+        let (connections, epoch, seq, by_max, collapsed): (i64, String, u64, u64, u64) =
+            ::redis::FromRedisValue::from_redis_value(answer).map_err(|error| {
+                debug!("redis: unreadable publish answer: {error}");
+                Unavailable
+            })?;
         let Ok(connections) = u64::try_from(connections) else {
             debug!("redis: a publish arrived after its deadline and was not carried out");
             return Err(Unavailable);
         };
-        self.metrics.evicted(Eviction::Ttl, by_ttl);
         self.metrics.evicted(Eviction::Max, by_max);
         self.metrics.messages_collapsed.inc_by(collapsed);
         let position = (retain && !epoch.is_empty()).then(|| Position::new(epoch.into(), seq));
@@ -563,15 +561,11 @@ impl Shared {
                 ("since", "after", &*position.epoch, position.seq)
             }
         };
-        if local > 0 {
-            roster::indexed(self, key).await?;
-        }
         let mut redis = self.requests.connection()?;
         let mut invocation = keys::on_key(&self.scripts.subscribe, key);
         invocation
             .arg(&self.relay)
             .arg(local)
-            .arg(0)
             .arg(mode)
             .arg(since)
             .arg(epoch)
@@ -581,7 +575,9 @@ impl Shared {
             .arg(&*self.epochs.next());
         let call = invocation
             .invoke_async::<(String, u64, i64, Vec<(u64, String, String)>, u64, u64)>(&mut redis);
-        let (epoch, end, gap, entries, by_ttl, by_max) = request(call).await?;
+        let stays = local > 0 || self.watches.is_watched(key);
+        let (epoch, end, gap, entries, by_ttl, by_max) =
+            roster::write_entry(self, key, stays, request(call)).await?;
         self.metrics.evicted(Eviction::Ttl, by_ttl);
         self.metrics.evicted(Eviction::Max, by_max);
         Ok(Handed {
@@ -848,7 +844,7 @@ impl Engine for RedisEngine {
                 // otherwise (the drain ran out of time) it stops its heartbeat only, and
                 // a live relay drops what it left behind, as after a crash.
                 let nothing_left = shared.channels.iter().all(|channel| channel.is_empty())
-                    && shared.watches.keys().is_empty();
+                    && shared.watches.is_empty();
                 if nothing_left {
                     let _ = roster::leave(shared).await;
                 }
@@ -884,19 +880,14 @@ async fn keep_counts(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Sets this relay's count under `key` in Redis, keeping the roster's index of its keys
-/// in step: a key goes in before an entry is written, and out once none is left.
+/// Sets this relay's count under `key` in Redis, the roster's index in step.
 async fn write_count(shared: &Shared, key: &str, local: usize) -> Result<(), Unavailable> {
-    let watched = shared.watches.is_watched(key);
-    if local > 0 || watched {
-        roster::indexed(shared, key).await?;
-    }
     let mut redis = shared.requests.connection()?;
     let mut invocation = keys::on_key(&shared.scripts.count, key);
     invocation.arg(&shared.relay).arg(local);
-    request(invocation.invoke_async::<i64>(&mut redis)).await?;
-    if local == 0 && !watched {
-        roster::unindexed(shared, key).await?;
-    }
-    Ok(())
+    let stays = local > 0 || shared.watches.is_watched(key);
+    let call = request(invocation.invoke_async::<i64>(&mut redis));
+    roster::write_entry(shared, key, stays, call)
+        .await
+        .map(|_| ())
 }

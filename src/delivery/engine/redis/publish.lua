@@ -8,18 +8,18 @@
 -- 5 max entries, 6 ttl ms, 7 epoch candidate, 8 channel (it has the key's hash tag, so it
 -- is in this script's slot and on a cluster only its shard carries it), 9 deadline (Redis ms, 0: none),
 -- 10 origin (RELAY:TOKEN when the publishing relay waits for its own copy, or ''),
--- Returns {connections, epoch, seq, evicted by ttl, evicted by max, collapsed}, or {-1}
+-- Returns {connections, epoch, seq, evicted by max, collapsed}, or {-1}
 -- past the deadline: the relay has already answered that the send could not complete
 -- (Redis was paused, or the request was held up), so it must not happen late.
 local now = now_ms()
 local deadline = tonumber(ARGV[9])
 if deadline > 0 and now > deadline then
-  return {-1, '', 0, 0, 0, 0}
+  return {-1, '', 0, 0, 0}
 end
 local connections = presence()
 if ARGV[4] ~= '1' then
   publish(ARGV[8], '\n\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
-  return {connections, '', 0, 0, 0, 0}
+  return {connections, '', 0, 0, 0}
 end
 local ttl, max = tonumber(ARGV[6]), tonumber(ARGV[5])
 local epoch, last, evicted, count, x, holes, created = open(ARGV[7], true)
@@ -79,4 +79,4 @@ save_meta(created or pushed or holes ~= holes_before, epoch, seq, evicted, count
 expire_stream(pushed, x, ttl, pending, name ~= '')
 publish(ARGV[8],
   epoch .. '\n' .. int(seq) .. '\n' .. ARGV[10] .. '\n' .. ARGV[2] .. ARGV[1])
-return {connections, epoch, seq, 0, by_max, collapsed}
+return {connections, epoch, seq, by_max, collapsed}

@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::Script;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, try_join};
+use futures_util::TryFutureExt;
 use log::{info, warn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,9 +35,9 @@ use crate::delivery::engine::Unavailable;
 use crate::observability::log_text::escaped;
 
 /// How often a relay rewrites its heartbeat.
-pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// How long a heartbeat lasts: a relay that missed two in a row is taken for dead.
-pub(super) const HEARTBEAT_TTL: Duration = Duration::from_secs(14);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(14);
 /// How often a relay looks for dead ones.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long a claim holds off the claimed relay's return: longer than dropping its
@@ -54,8 +55,6 @@ pub(super) struct Roster {
     joined: AtomicBool,
     /// The heartbeat found itself gone: the listener must start over and join again.
     pub(super) lapsed: Notify,
-    join: Script,
-    claim: Script,
 }
 
 impl Roster {
@@ -63,8 +62,6 @@ impl Roster {
         Self {
             joined: AtomicBool::new(false),
             lapsed: Notify::new(),
-            join: Script::new(include_str!("register.lua")),
-            claim: Script::new(include_str!("claim.lua")),
         }
     }
 }
@@ -76,7 +73,8 @@ pub(super) async fn join(shared: &Shared) -> Result<(), Unavailable> {
     let relay = &shared.relay;
     let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
     loop {
-        let claimed = run_roster_script(shared, &shared.roster.join, relay, HEARTBEAT_TTL).await?;
+        let claimed =
+            run_roster_script(shared, &shared.scripts.register, relay, HEARTBEAT_TTL).await?;
         if claimed == 0 {
             shared.roster.joined.store(true, Ordering::Relaxed);
             return Ok(());
@@ -102,19 +100,30 @@ pub(super) async fn leave(shared: &Shared) -> Result<(), Unavailable> {
     request(pipe.query_async::<()>(&mut redis)).await
 }
 
-/// Notes that this relay has (or may have) an entry under `key`: before the entry is
-/// written, so that a claimant finds every entry this relay could leave behind.
-pub(super) async fn indexed(shared: &Shared, key: &str) -> Result<(), Unavailable> {
-    let mut sadd = ::redis::cmd("SADD");
-    sadd.arg(keys::index(&shared.relay)).arg(key);
-    query::<i64>(shared, &sadd).await.map(|_| ())
-}
-
-/// Notes that this relay has no entry under `key` any more (after it was removed).
-pub(super) async fn unindexed(shared: &Shared, key: &str) -> Result<(), Unavailable> {
+/// Writes this relay's entry under `key` (`write`, a script on the key's names), keeping
+/// the roster's index of its keys in step: when an entry `stays` (a count above zero, or a
+/// watch), the key is noted first, sent ahead of the write in the same round trip (on one
+/// server Redis runs them in that order; on a cluster they go to different masters), so
+/// a claimant finds every entry this relay could leave behind; when none stays, the key
+/// is taken out after the write.
+pub(super) async fn write_entry<T>(
+    shared: &Shared,
+    key: &str,
+    stays: bool,
+    write: impl std::future::Future<Output = Result<T, Unavailable>>,
+) -> Result<T, Unavailable> {
+    let index = keys::index(&shared.relay);
+    if stays {
+        let mut sadd = ::redis::cmd("SADD");
+        sadd.arg(&index).arg(key);
+        let ((), written) = try_join(query::<i64>(shared, &sadd).map_ok(|_| ()), write).await?;
+        return Ok(written);
+    }
+    let written = write.await?;
     let mut srem = ::redis::cmd("SREM");
-    srem.arg(keys::index(&shared.relay)).arg(key);
-    query::<i64>(shared, &srem).await.map(|_| ())
+    srem.arg(&index).arg(key);
+    query::<i64>(shared, &srem).await?;
+    Ok(written)
 }
 
 /// Keeps the heartbeat and sweeps the roster until `stop`.
@@ -187,7 +196,7 @@ async fn sweep_once(shared: &Shared) -> Result<(), Unavailable> {
 
 /// Claims dead `relay`: `true` when this relay is the one to drop its entries.
 async fn claim(shared: &Shared, relay: &str) -> Result<bool, Unavailable> {
-    let claimed = run_roster_script(shared, &shared.roster.claim, relay, CLAIM_TTL).await?;
+    let claimed = run_roster_script(shared, &shared.scripts.claim, relay, CLAIM_TTL).await?;
     Ok(claimed == 1)
 }
 

@@ -1,21 +1,21 @@
 -- A registration (or a relay catching up after a reconnection): sets this relay's
 -- presence, then hands over what the subscriber is owed, atomically with respect to
 -- every publish of the key.
--- ARGV: 1 relay, 2 local connections, 3 (unused), 4 mode (pending, since, none),
--- 5 since (earliest, latest, after, unknown), 6 since epoch, 7 since seq, 8 ttl ms,
--- 9 max entries, 10 epoch candidate.
+-- ARGV: 1 relay, 2 local connections, 3 mode (pending, since, none), 4 since (earliest,
+-- latest, after, unknown), 5 since epoch, 6 since seq, 7 ttl ms, 8 max entries, 9 epoch
+-- candidate.
 -- Returns {epoch or '', end seq, gap seq or -1, {{seq, kind, payload}, ...}, evicted by
 -- ttl, evicted by max}.
 local now = now_ms()
 set_presence(now, ARGV[1], tonumber(ARGV[2]))
-local mode, since = ARGV[4], ARGV[5]
+local mode, since = ARGV[3], ARGV[4]
 if mode == 'none' then
   return {'', 0, -1, {}, 0, 0}
 end
-local ttl, max = tonumber(ARGV[8]), tonumber(ARGV[9])
+local ttl, max = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- A cursor for a key with no history: it is lost, and the new stream says so.
 local create = mode == 'since' and (since == 'after' or since == 'unknown')
-local epoch, last, evicted, count, x, holes, created = open(ARGV[10], create)
+local epoch, last, evicted, count, x, holes, created = open(ARGV[9], create)
 if not epoch then
   return {'', 0, -1, {}, 0, 0}
 end
@@ -43,8 +43,8 @@ else
     from, lost = last, false
   elseif since == 'earliest' then
     from, lost = 0, false
-  elseif since == 'after' and ARGV[6] == epoch then
-    local seq = tonumber(ARGV[7])
+  elseif since == 'after' and ARGV[5] == epoch then
+    local seq = tonumber(ARGV[6])
     if seq <= last and seq >= evicted then
       from, lost = seq, false
     end

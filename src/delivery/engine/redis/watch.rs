@@ -76,6 +76,11 @@ impl Watches {
         self.keys.contains_key(key)
     }
 
+    /// Whether no key is watched here.
+    pub(super) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Every key watched here.
     pub(super) fn keys(&self) -> Vec<Box<str>> {
         self.keys.iter().map(|entry| entry.key().clone()).collect()
@@ -195,33 +200,26 @@ fn forget_if_unused(shared: &Shared, key: &str) -> bool {
 
 /// Runs `watch.lua` for `key`: this relay among its watchers (added, or with `watching`
 /// false removed) and the key's count with when it was read. The roster's index of this
-/// relay's keys follows (see [`roster::indexed`]).
+/// relay's keys follows (see [`roster::write_entry`]).
 async fn read(shared: &Shared, key: &str, watching: bool) -> Result<(usize, i64), Unavailable> {
-    if watching {
-        roster::indexed(shared, key).await?;
-    }
     let mut redis = shared.requests.connection()?;
     let mut invocation = keys::on_key(&shared.scripts.watch, key);
     invocation
         .arg(&shared.relay)
         .arg(if watching { "1" } else { "0" });
     let call = invocation.invoke_async::<(u64, i64)>(&mut redis);
-    let (connections, version) = request(call).await?;
-    if !watching && shared.channels.get(key).is_none_or(|c| c.is_empty()) {
-        roster::unindexed(shared, key).await?;
-    }
+    let stays = watching || shared.channels.get(key).is_some_and(|c| !c.is_empty());
+    let (connections, version) = roster::write_entry(shared, key, stays, request(call)).await?;
     Ok((connections as usize, version))
 }
 
-/// Reads every watched key again and pushes what changed; with `anew` (after a lost
-/// subscription) the reads win over any event seen before.
-pub(super) async fn refresh_all(shared: &Shared, anew: bool) -> Result<(), Unavailable> {
+/// Reads every watched key again after a lost subscription and pushes what changed; the
+/// reads win over any event seen before.
+pub(super) async fn refresh_all(shared: &Shared) -> Result<(), Unavailable> {
     for key in shared.watches.keys() {
         let (connections, version) = read(shared, &key, true).await?;
         if let Some(mut watched) = shared.watches.keys.get_mut(&key) {
-            if anew {
-                watched.version = i64::MIN;
-            }
+            watched.version = i64::MIN;
             watched.apply(version, connections, &shared.metrics);
         }
     }
