@@ -43,7 +43,30 @@ impl Payload {
     pub fn is_string(&self) -> bool {
         self.is_string
     }
+
+    /// Takes the text out, leaving this payload empty: for its last recipient.
+    pub fn take_text(&mut self) -> Utf8Bytes {
+        std::mem::take(&mut self.text)
+    }
+
+    /// The payload as a stream keeps it: a small text in an allocation of its own, so
+    /// that the frames sent with it share nothing with what is kept. Evicting it later
+    /// is then a plain free, instead of a release of a reference count on a cache line
+    /// last touched when the message was sent, which stalls every append of a full
+    /// stream. Copying is cheap at these sizes; a larger text is shared as it is.
+    pub fn retained(self) -> Self {
+        if self.text.len() > RETAIN_COPY_MAX {
+            return self;
+        }
+        Self {
+            text: Utf8Bytes::from(String::from(self.text.as_str())),
+            is_string: self.is_string,
+        }
+    }
 }
+
+/// Texts up to this size are copied when retained (see [`Payload::retained`]).
+pub const RETAIN_COPY_MAX: usize = 1024;
 
 /// A position in a key's stream: the epoch of its incarnation and the sequence number.
 /// Clients get it as an opaque cursor, `EPOCH:SEQ`.

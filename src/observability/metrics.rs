@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::message::Eviction;
+use crate::observability::striped::Striped;
 use crate::policy::auth::Refusal;
 use crate::protocol::{Ignored, Rejection};
 
@@ -227,6 +228,10 @@ impl TlsFailure {
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// A counter added to on every message, by every worker: striped, so that the workers do
+/// not pass its cache line between them (see [`Striped`]).
+pub type HotCounter = Counter<u64, Striped>;
+
 /// The relay's metrics. Cloned handles share the same series.
 #[derive(Debug)]
 pub struct Metrics {
@@ -247,23 +252,23 @@ pub struct Metrics {
     /// Keys with at least one connection; set from the registry at scrape time.
     pub keys: Gauge,
     /// Data frames (text and binary) received.
-    pub frames_received: Counter,
+    pub frames_received: HotCounter,
     /// Registrations processed.
     pub registrations: Counter,
     /// Delivery requests processed (one per frame addressed to a key).
-    pub messages_routed: Counter,
+    pub messages_routed: HotCounter,
     /// Messages handed to a connection (one per recipient connection).
-    pub messages_delivered: Counter,
+    pub messages_delivered: HotCounter,
     /// Messages kept as pending: they reached nobody and wait for the next registration.
-    pub messages_buffered: Counter,
+    pub messages_buffered: HotCounter,
     /// Retained messages handed to a registration (pending or resumed), not live.
     pub messages_replayed: Counter,
     /// Retained messages superseded by a newer one with the same collapse name.
-    pub messages_collapsed: Counter,
+    pub messages_collapsed: HotCounter,
     /// Ephemeral messages handed to a live connection (one per recipient).
-    pub ephemeral_delivered: Counter,
+    pub ephemeral_delivered: HotCounter,
     /// Ephemeral messages that reached no live connection (they are never kept).
-    pub ephemeral_dropped: Counter,
+    pub ephemeral_dropped: HotCounter,
     /// Messages retained in streams; set from the engine at scrape time.
     pub retained_messages: Gauge,
     /// Bytes they count against `--buffer-memory`; set from the engine at scrape time.
@@ -279,9 +284,9 @@ pub struct Metrics {
     /// Presence changes folded into a push still queued to a watcher (coalescing).
     pub presence_events_coalesced: Counter,
     /// Per-reason handles of `messages_evicted`, indexed like [`Eviction::ALL`].
-    evicted: Vec<Counter>,
+    evicted: Vec<HotCounter>,
     /// Per-reason handles of `messages_dropped`, indexed by [`DropReason::index`].
-    dropped: Vec<Counter>,
+    dropped: Vec<HotCounter>,
     /// Per-reason handles of `connections_closed`, indexed by [`CloseReason::index`].
     closed: Vec<Counter>,
     /// Per-reason handles of `handshakes_rejected`, indexed by
@@ -352,7 +357,7 @@ impl Metrics {
             "Keys with at least one registered connection",
             keys.clone(),
         );
-        let frames_received = Counter::default();
+        let frames_received = HotCounter::default();
         registry.register(
             "frames_received",
             "Text and binary frames received from clients",
@@ -364,19 +369,19 @@ impl Metrics {
             "Registrations processed",
             registrations.clone(),
         );
-        let messages_routed = Counter::default();
+        let messages_routed = HotCounter::default();
         registry.register(
             "messages_routed",
             "Frames addressed to a key (delivery requests)",
             messages_routed.clone(),
         );
-        let messages_delivered = Counter::default();
+        let messages_delivered = HotCounter::default();
         registry.register(
             "messages_delivered",
             "Messages queued to a recipient connection",
             messages_delivered.clone(),
         );
-        let messages_buffered = Counter::default();
+        let messages_buffered = HotCounter::default();
         registry.register(
             "messages_buffered",
             "Messages that reached no connection and were kept as pending",
@@ -388,19 +393,19 @@ impl Metrics {
             "Retained messages handed to a registration (pending or resumed)",
             messages_replayed.clone(),
         );
-        let messages_collapsed = Counter::default();
+        let messages_collapsed = HotCounter::default();
         registry.register(
             "messages_collapsed",
             "Retained messages superseded by a newer one with the same collapse name",
             messages_collapsed.clone(),
         );
-        let ephemeral_delivered = Counter::default();
+        let ephemeral_delivered = HotCounter::default();
         registry.register(
             "ephemeral_delivered",
             "Ephemeral messages handed to a live connection (one per recipient)",
             ephemeral_delivered.clone(),
         );
-        let ephemeral_dropped = Counter::default();
+        let ephemeral_dropped = HotCounter::default();
         registry.register(
             "ephemeral_dropped",
             "Ephemeral messages that reached no live connection (never kept)",
@@ -431,7 +436,7 @@ impl Metrics {
             "Times the Redis subscription was lost and made anew (each key caught up)",
             cluster_reconnects.clone(),
         );
-        let evicted_family = Family::<Labels, Counter>::default();
+        let evicted_family = Family::<Labels, HotCounter>::default();
         registry.register(
             "messages_evicted",
             "Retained messages evicted, by reason (ttl, max, memory)",
@@ -445,7 +450,7 @@ impl Metrics {
                     .clone()
             })
             .collect();
-        let dropped_family = Family::<Labels, Counter>::default();
+        let dropped_family = Family::<Labels, HotCounter>::default();
         registry.register(
             "messages_dropped",
             "Frames or messages not delivered, by reason",

@@ -6,3 +6,4 @@ pub mod log_limit;
 pub mod log_text;
 pub mod metrics;
 pub mod readiness;
+pub mod striped;

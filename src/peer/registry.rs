@@ -13,6 +13,7 @@
 //! depends on that order: a message is queued for all of them in one pass, and each
 //! connection still receives its messages in the order they were routed.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -121,8 +122,8 @@ impl Peer {
 /// One message, framed for each kind of subscriber at most once per delivery.
 #[derive(Debug)]
 pub struct Framed<'a> {
-    /// The message.
-    payload: &'a Payload,
+    /// The message: borrowed, or owned so that its last recipient can take it.
+    payload: Cow<'a, Payload>,
     /// Its position; `None` when it has none (ephemeral, or streams off).
     position: Option<&'a Position>,
     /// The envelope, once a resumable subscriber needed it.
@@ -135,16 +136,38 @@ impl<'a> Framed<'a> {
     /// `payload` at `position`, not framed yet.
     pub fn new(payload: &'a Payload, position: Option<&'a Position>) -> Self {
         Self {
-            payload,
+            payload: Cow::Borrowed(payload),
             position,
             envelope: None,
             event: None,
         }
     }
 
+    /// `payload`, handed over: the last plain recipient gets its text itself.
+    pub fn owned(payload: Payload, position: Option<&'a Position>) -> Self {
+        Self {
+            payload: Cow::Owned(payload),
+            position,
+            envelope: None,
+            event: None,
+        }
+    }
+
+    /// The frame the last subscriber with `framing` gets: an owned message's own text
+    /// when plain. A message to one plain recipient (a page, a device: the common case)
+    /// then goes to it without its text ever being shared, so nothing counts references
+    /// to it (a count whose cache line the sender's and the recipient's workers would pass
+    /// between them) and no count is allocated.
+    pub fn last_frame(&mut self, framing: Framing) -> Utf8Bytes {
+        match (framing, &mut self.payload) {
+            (Framing::Plain, Cow::Owned(payload)) => payload.take_text(),
+            _ => self.frame(framing),
+        }
+    }
+
     /// The frame a subscriber with `framing` gets.
     pub fn frame(&mut self, framing: Framing) -> Utf8Bytes {
-        let (payload, position) = (self.payload, self.position);
+        let (payload, position) = (&*self.payload, self.position);
         match framing {
             Framing::Plain => payload.as_text().clone(),
             Framing::Envelope => self
@@ -166,6 +189,18 @@ pub struct Delivery {
     pub delivered: usize,
     /// Connections whose queue was full: they are being closed as slow consumers.
     pub overflowed: usize,
+}
+
+impl Delivery {
+    /// Counts one push.
+    fn count(&mut self, pushed: Result<(), PushError>) {
+        match pushed {
+            Ok(()) => self.delivered += 1,
+            Err(PushError::Overflowed) => self.overflowed += 1,
+            // Closing connections are no longer live: they are not counted.
+            Err(PushError::Closed) => {}
+        }
+    }
 }
 
 /// A list index as stored in `Peer::slot`. An index past `u32::MAX` (never reached: each
@@ -223,17 +258,17 @@ impl Peers {
         self.peers.is_empty()
     }
 
-    /// Queues `message` for every subscriber, framed as each wants it.
+    /// Queues `message` for every subscriber, framed as each wants it; the last one
+    /// takes an owned message's text (see [`Framed::last_frame`]).
     pub fn deliver(&self, message: &mut Framed<'_>) -> Delivery {
         let mut outcome = Delivery::default();
-        for peer in &self.peers {
-            match peer.outbox.push(message.frame(peer.framing())) {
-                Ok(()) => outcome.delivered += 1,
-                Err(PushError::Overflowed) => outcome.overflowed += 1,
-                // Closing connections are no longer live: they are not counted.
-                Err(PushError::Closed) => {}
-            }
+        let Some((last, others)) = self.peers.split_last() else {
+            return outcome;
+        };
+        for peer in others {
+            outcome.count(peer.outbox.push(message.frame(peer.framing())));
         }
+        outcome.count(last.outbox.push(message.last_frame(last.framing())));
         outcome
     }
 }
@@ -360,6 +395,40 @@ mod tests {
         assert_eq!(queued(&plain), ["a\nb"]);
         assert_eq!(queued(&envelope), [r#"{"cursor":"e:3","message":"a\nb"}"#]);
         assert_eq!(queued(&events), ["id: e:3\ndata: a\ndata: b\n\n"]);
+    }
+
+    #[test]
+    fn an_owned_message_goes_whole_to_its_last_plain_subscriber_and_framed_to_the_rest() {
+        // Every order of plain and enveloped subscribers: the last one takes the text
+        // itself only when plain, and everyone before it still gets the whole message.
+        for framings in [
+            [Framing::Plain, Framing::Plain, Framing::Plain],
+            [Framing::Plain, Framing::Envelope, Framing::Plain],
+            [Framing::Plain, Framing::Plain, Framing::Envelope],
+            [Framing::Envelope, Framing::Plain, Framing::Events],
+        ] {
+            let mut peers = Peers::default();
+            let subscribers: Vec<_> = framings
+                .iter()
+                .map(|framing| {
+                    let peer = Peer::new(LIMITS);
+                    peer.set_framing(*framing);
+                    peers.add(&peer);
+                    peer
+                })
+                .collect();
+            let position = Position::new("e".into(), 3);
+            let outcome = peers.deliver(&mut Framed::owned(Payload::text("a"), Some(&position)));
+            assert_eq!(outcome.delivered, 3);
+            for (peer, framing) in subscribers.iter().zip(framings) {
+                let want = match framing {
+                    Framing::Plain => "a",
+                    Framing::Envelope => r#"{"cursor":"e:3","message":"a"}"#,
+                    Framing::Events => "id: e:3\ndata: a\n\n",
+                };
+                assert_eq!(queued(peer), [want], "{framings:?}");
+            }
+        }
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //! or delivered to it live, never both and never neither: the replay/live race is closed by
 //! construction, not by timing.
 //!
-//! Retention is global as well as per key: every retained message also has a place in one
-//! queue in append order, which is oldest-first for both the TTL and the memory cap.
+//! Retention is global as well as per key: the TTL and the memory cap take the oldest
+//! message of all first. Every stream that retains something has one place in an
+//! oldest-first order (a heap by its oldest message's time), taken only when a stream
+//! starts retaining, by the TTL sweep and by the memory cap; so retaining one more message
+//! in a stream that already retains costs the append to that stream and nothing shared.
 
-use std::collections::VecDeque;
+use std::cmp;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,12 +22,12 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::config::StreamConfig;
-use crate::delivery::engine::stream::{Appended, Removed, Stream, StreamTag, STREAM_OVERHEAD};
+use crate::delivery::engine::stream::{Removed, Stream, STREAM_OVERHEAD};
 use crate::delivery::engine::watchers::Watchers;
 use crate::delivery::engine::{
     now, Engine, EngineFuture, EngineStats, Preamble, Start, Unavailable,
 };
-use crate::message::{Eviction, Outgoing, Position, Published, Since};
+use crate::message::{Eviction, Outgoing, Published, Since};
 use crate::observability::metrics::Metrics;
 use crate::peer::registry::{Framed, Framing, Peer, Peers};
 
@@ -57,37 +61,66 @@ impl Channel {
     }
 }
 
-/// A retained message's place in the global retention queue.
+/// A stream's place in the oldest-first order: when its oldest message was appended, at
+/// the latest. Collapses and `--buffer-max` remove a stream's oldest messages without
+/// telling the order, so a stream may be found here earlier than its oldest message is
+/// due; whoever takes it out looks again and puts it back if so.
 #[derive(Debug)]
-struct Held {
-    /// The stream incarnation it belongs to (a key's stream may be dropped and made anew).
-    stream: Arc<StreamTag>,
-    /// Its sequence number in that stream.
-    seq: u64,
-    /// When it was appended.
+struct Due {
+    /// No later than the stream's oldest message was appended.
     at: Instant,
+    /// Where to find the stream.
+    key: Box<str>,
+    /// Which incarnation of the key's stream (see [`Stream::epoch`]).
+    epoch: Arc<str>,
 }
 
-/// Every retained message, oldest first, and what they cost together. One lock for the
-/// queue and its counts: a publish takes it once, rather than bouncing several counters
-/// shared by every worker between the cores.
-#[derive(Debug, Default)]
-struct Ledger {
-    /// One entry per message appended, oldest first; entries of messages that left their
-    /// stream otherwise (max, collapse, a dropped stream) wait for their turn or the next
-    /// compaction.
-    queue: VecDeque<Held>,
-    /// Messages retained now.
-    messages: usize,
-    /// What they count against the memory cap.
-    bytes: usize,
-}
-
-impl Ledger {
-    fn removed(&mut self, removed: Removed) {
-        self.messages -= removed.count;
-        self.bytes -= removed.bytes;
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
     }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    /// Reversed, so that [`BinaryHeap`] (a max-heap) yields the earliest first.
+    fn cmp(&self, other: &Self) -> cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+/// What the retained messages count against `--buffer-memory`, kept in atomics that a
+/// publish touches only when they change: a full stream appending a message the size of
+/// the one it pushed out changes neither.
+#[derive(Debug, Default)]
+struct Retained {
+    /// Messages retained now.
+    messages: AtomicUsize,
+    /// What they count against the memory cap.
+    bytes: AtomicUsize,
+}
+
+impl Retained {
+    fn changed(&self, added: Removed, removed: Removed) {
+        shift(&self.messages, added.count, removed.count);
+        shift(&self.bytes, added.bytes, removed.bytes);
+    }
+}
+
+/// Adds `plus - minus` to `counter`, touching it only if that is not zero.
+fn shift(counter: &AtomicUsize, plus: usize, minus: usize) {
+    match plus.cmp(&minus) {
+        cmp::Ordering::Greater => counter.fetch_add(plus - minus, Ordering::Relaxed),
+        cmp::Ordering::Less => counter.fetch_sub(minus - plus, Ordering::Relaxed),
+        cmp::Ordering::Equal => return,
+    };
 }
 
 /// The embedded engine. See the module docs.
@@ -95,8 +128,12 @@ impl Ledger {
 pub struct MemoryEngine {
     /// Every key with subscribers or retained messages.
     channels: DashMap<Box<str>, Channel>,
-    /// Every retained message and their count and cost.
-    ledger: Mutex<Ledger>,
+    /// Every stream with retained messages, by its oldest message: where the TTL sweep and
+    /// the memory cap find the oldest message of all. One place per stream, not one per
+    /// message, so a publish to a key that already retains something never takes its lock.
+    oldest: Mutex<BinaryHeap<Due>>,
+    /// The retained messages' count and cost.
+    retained: Retained,
     /// Keys with at least one subscriber, counted as a key's first arrives and last
     /// leaves (so `/metrics` need not walk every key).
     live_keys: AtomicUsize,
@@ -115,7 +152,8 @@ impl MemoryEngine {
     pub fn new(config: StreamConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             channels: DashMap::new(),
-            ledger: Mutex::new(Ledger::default()),
+            oldest: Mutex::new(BinaryHeap::new()),
+            retained: Retained::default(),
             live_keys: AtomicUsize::new(0),
             stream_bytes: AtomicUsize::new(0),
             config,
@@ -129,10 +167,10 @@ impl MemoryEngine {
     }
 
     /// A new stream, counted against the memory cap until its channel is dropped.
-    fn new_stream(&self, key: &str) -> Box<Stream> {
+    fn new_stream(&self, base: Instant) -> Box<Stream> {
         self.stream_bytes
             .fetch_add(STREAM_OVERHEAD, Ordering::Relaxed);
-        Box::new(Stream::new(key, self.epochs.next()))
+        Box::new(Stream::new(self.epochs.next(), base))
     }
 
     /// Drops `key`'s channel if nothing uses it any more. Checked under the shard's write
@@ -149,47 +187,69 @@ impl MemoryEngine {
 
     fn publish_now(&self, key: &str, message: Outgoing) -> Published {
         let retain = self.streams_on() && !message.ephemeral;
-        let at = Instant::now();
-        let mut channel = match self.channels.get_mut(key) {
+        let mut guard = match self.channels.get_mut(key) {
             Some(channel) => channel,
             None if retain => self.channels.entry(key.into()).or_default(),
             None => return Published::nobody(),
         };
-        let position = if retain {
-            let stream = channel.stream.get_or_insert_with(|| self.new_stream(key));
-            Some(Position::new(Arc::clone(stream.epoch()), stream.end() + 1))
-        } else {
-            None
-        };
-        let mut framed = Framed::new(&message.payload, position.as_ref());
-        let outcome = channel.peers.deliver(&mut framed);
-        let Some(position) = position else {
+        let channel = &mut *guard;
+        if !retain {
+            let outcome = channel
+                .peers
+                .deliver(&mut Framed::owned(message.payload, None));
             return Published {
                 delivered: outcome.delivered,
                 overflowed: outcome.overflowed,
                 position: None,
                 buffered: false,
             };
-        };
-        let buffered = outcome.delivered == 0;
-        let stream = channel.stream.get_or_insert_with(|| self.new_stream(key));
-        let tag = Arc::clone(stream.tag());
+        }
+        let at = Instant::now();
+        let stream = channel.stream.get_or_insert_with(|| self.new_stream(at));
+        // Kept before it is delivered: the stream copies a small text, so delivery can then
+        // hand the message itself to its last recipient.
         let appended = stream.append(
-            message.payload,
+            &message.payload,
             at,
-            buffered,
             message.collapse,
             self.config.buffer_max,
         );
-        drop(channel);
-        self.hold(
-            Held {
-                stream: tag,
-                seq: appended.seq,
-                at,
-            },
-            appended,
-        );
+        let position = stream.position(appended.seq);
+        // Counted under the key's lock, so that an eviction (which takes the same lock)
+        // never subtracts what was not added yet.
+        let added = Removed {
+            count: 1,
+            bytes: appended.bytes,
+        };
+        let mut removed = appended.evicted;
+        removed.count += appended.collapsed.count;
+        removed.bytes += appended.collapsed.bytes;
+        self.retained.changed(added, removed);
+        let listing = stream.list().then(|| Due {
+            at,
+            key: key.into(),
+            epoch: Arc::clone(stream.epoch()),
+        });
+        let outcome = channel
+            .peers
+            .deliver(&mut Framed::owned(message.payload, Some(&position)));
+        let buffered = outcome.delivered == 0;
+        if buffered {
+            stream.set_pending(appended.seq);
+        }
+        drop(guard);
+        if appended.evicted.count > 0 {
+            self.metrics
+                .evicted(Eviction::Max, appended.evicted.count as u64);
+        }
+        if appended.collapsed.count > 0 {
+            self.metrics
+                .messages_collapsed
+                .inc_by(appended.collapsed.count as u64);
+        }
+        if listing.is_some() || added.bytes > removed.bytes {
+            self.make_room(listing);
+        }
         Published {
             delivered: outcome.delivered,
             overflowed: outcome.overflowed,
@@ -233,7 +293,7 @@ impl MemoryEngine {
             Some(since) => {
                 if matches!(since, Since::After(_) | Since::Unknown) && channel.stream.is_none() {
                     // A cursor for a key with no history here: it is lost, say so.
-                    channel.stream = Some(self.new_stream(key));
+                    channel.stream = Some(self.new_stream(Instant::now()));
                 }
                 if let Some(stream) = channel.stream.as_mut() {
                     let replay = stream.replay(&since);
@@ -321,80 +381,73 @@ impl MemoryEngine {
         }
     }
 
-    /// Counts an appended message and what it pushed out, adds it to the retention queue
-    /// and applies the memory cap.
-    fn hold(&self, held: Held, appended: Appended) {
-        let mut ledger = self.ledger();
-        ledger.messages += 1;
-        ledger.bytes += appended.bytes;
-        ledger.removed(appended.evicted);
-        ledger.removed(appended.collapsed);
-        if appended.evicted.count > 0 {
-            self.metrics
-                .evicted(Eviction::Max, appended.evicted.count as u64);
+    /// Puts a stream that just started retaining into the oldest-first order, and applies
+    /// the memory cap, oldest message first.
+    fn make_room(&self, listing: Option<Due>) {
+        let over = || {
+            self.retained.bytes.load(Ordering::Relaxed) + self.stream_bytes.load(Ordering::Relaxed)
+                > self.config.buffer_memory
+        };
+        if listing.is_none() && !over() {
+            return;
         }
-        if appended.collapsed.count > 0 {
-            self.metrics
-                .messages_collapsed
-                .inc_by(appended.collapsed.count as u64);
+        let mut oldest = self.oldest();
+        if let Some(due) = listing {
+            oldest.push(due);
         }
-        ledger.queue.push_back(held);
-        let stream_bytes = self.stream_bytes.load(Ordering::Relaxed);
-        while ledger.bytes + stream_bytes > self.config.buffer_memory {
-            let Some(oldest) = ledger.queue.pop_front() else {
+        while over() {
+            let Some(due) = oldest.pop() else {
                 break;
             };
-            self.evict(&mut ledger, &oldest, Eviction::Memory);
-        }
-        // Keep the entries of messages gone otherwise in proportion to the live ones. The
-        // stream's tag tells most of them apart; only a stream with collapsed entries
-        // needs a look at the stream itself.
-        if ledger.queue.len() > 2 * ledger.messages + 1024 {
-            ledger.queue.retain(|held| {
-                held.stream.certainly_retained(held.seq)
-                    || (!held.stream.certainly_gone(held.seq) && self.is_retained(held))
-            });
+            self.evict(&mut oldest, due, Eviction::Memory);
         }
     }
 
-    /// Removes `held` (and anything older in its stream) for `reason`. Called with the
-    /// ledger locked: the order is always ledger, then channel, never the reverse.
-    fn evict(&self, ledger: &mut Ledger, held: &Held, reason: Eviction) {
-        if held.stream.certainly_gone(held.seq) {
-            return;
-        }
-        let key = held.stream.key();
-        let now_unused = match self.channels.get_mut(key) {
+    /// Takes `due`'s stream's oldest message out for `reason` (the memory cap: one; the
+    /// TTL: every one appended before `due.at`, which the caller chose), and puts the
+    /// stream back in the order if it still retains something. Called with the order
+    /// locked: the lock order is always the order, then a key, never the reverse.
+    fn evict(&self, oldest: &mut BinaryHeap<Due>, mut due: Due, reason: Eviction) {
+        let (next, now_unused) = match self.channels.get_mut(&*due.key) {
             Some(mut channel) => {
-                let removed = match channel.stream.as_mut() {
-                    Some(stream) if Arc::ptr_eq(stream.tag(), &held.stream) => {
-                        stream.evict_through(held.seq)
-                    }
-                    _ => Removed::default(),
+                let Some(stream) = channel
+                    .stream
+                    .as_mut()
+                    .filter(|s| Arc::ptr_eq(s.epoch(), &due.epoch))
+                else {
+                    return; // That incarnation is gone, and its messages with it.
                 };
-                ledger.removed(removed);
+                let removed = match (reason, stream.oldest_at()) {
+                    // The oldest message left early: look again at the one after it.
+                    (_, Some(at)) if at > due.at => Removed::default(),
+                    (Eviction::Ttl, Some(_)) => stream.expire(due.at),
+                    (_, Some(_)) => stream.evict_oldest(),
+                    (_, None) => Removed::default(),
+                };
+                self.retained.changed(Removed::default(), removed);
                 if removed.count > 0 {
                     self.metrics.evicted(reason, removed.count as u64);
                 }
-                channel.is_unused()
+                let next = stream.oldest_at();
+                if next.is_none() {
+                    stream.unlist();
+                }
+                (next, channel.is_unused())
             }
-            None => false,
+            None => return,
         };
-        if now_unused {
-            self.drop_if_unused(key);
+        match next {
+            Some(at) => {
+                due.at = at;
+                oldest.push(due);
+            }
+            None if now_unused => self.drop_if_unused(&due.key),
+            None => {}
         }
     }
 
-    fn is_retained(&self, held: &Held) -> bool {
-        self.channels.get(held.stream.key()).is_some_and(|channel| {
-            channel.stream.as_ref().is_some_and(|stream| {
-                Arc::ptr_eq(stream.tag(), &held.stream) && stream.retains(held.seq)
-            })
-        })
-    }
-
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    fn oldest(&self) -> MutexGuard<'_, BinaryHeap<Due>> {
+        self.oldest.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -447,10 +500,12 @@ impl Engine for MemoryEngine {
         let Some(deadline) = now.checked_sub(self.config.buffer_ttl) else {
             return;
         };
-        let mut ledger = self.ledger();
-        while ledger.queue.front().is_some_and(|held| held.at < deadline) {
-            if let Some(oldest) = ledger.queue.pop_front() {
-                self.evict(&mut ledger, &oldest, Eviction::Ttl);
+        let mut oldest = self.oldest();
+        while oldest.peek().is_some_and(|due| due.at < deadline) {
+            if let Some(mut due) = oldest.pop() {
+                // Everything appended before the deadline goes, not only what was due.
+                due.at = deadline;
+                self.evict(&mut oldest, due, Eviction::Ttl);
             }
         }
     }
@@ -460,11 +515,11 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        let ledger = self.ledger();
         EngineStats {
             keys: self.live_keys.load(Ordering::Relaxed),
-            retained_messages: ledger.messages,
-            retained_bytes: ledger.bytes + self.stream_bytes.load(Ordering::Relaxed),
+            retained_messages: self.retained.messages.load(Ordering::Relaxed),
+            retained_bytes: self.retained.bytes.load(Ordering::Relaxed)
+                + self.stream_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -530,42 +585,68 @@ mod tests {
         engine.publish_now(key, message);
     }
 
-    fn queued(engine: &MemoryEngine) -> usize {
-        engine.ledger().queue.len()
+    fn listed(engine: &MemoryEngine) -> usize {
+        engine.oldest().len()
     }
 
     #[test]
-    fn the_retention_queue_stays_in_proportion_to_what_is_retained() {
+    fn each_retaining_stream_has_one_place_in_the_order_whatever_its_traffic() {
         let engine = engine(2, usize::MAX);
         for i in 0..20_000 {
             send(&engine, &format!("k{}", i % 10), "m", None);
         }
         assert_eq!(engine.stats().retained_messages, 20);
-        // Entries of messages evicted by --buffer-max are dropped by compaction.
-        assert!(queued(&engine) <= 2 * 20 + 1024 + 1, "{}", queued(&engine));
+        assert_eq!(listed(&engine), 10);
     }
 
     #[test]
-    fn compaction_keeps_what_a_collapse_left_and_drops_what_it_superseded() {
+    fn the_ttl_finds_what_a_collapse_left_behind_the_oldest() {
         let engine = engine(256, usize::MAX);
         send(&engine, "k", "first", None);
-        // Collapse until a compaction has just run, with the newest message's entry
-        // among those it looked at.
-        let mut before = queued(&engine);
         for _ in 0..5_000 {
             send(&engine, "k", "progress", Some("p"));
-            if queued(&engine) < before {
-                break;
-            }
-            before = queued(&engine);
         }
         assert_eq!(engine.stats().retained_messages, 2);
-        assert!(queued(&engine) < before, "no compaction ran");
-        assert!(queued(&engine) <= 2 * 2 + 1024 + 1, "{}", queued(&engine));
-        // Both live messages are still reachable from the queue: the TTL finds them.
+        assert_eq!(listed(&engine), 1);
+        // Not yet due: nothing goes, and the stream keeps its place.
+        engine.tick(Instant::now() + Duration::from_secs(60));
+        assert_eq!(engine.stats().retained_messages, 2);
+        assert_eq!(listed(&engine), 1);
         engine.tick(Instant::now() + Duration::from_secs(121));
         assert_eq!(engine.stats().retained_messages, 0);
         assert_eq!(engine.metrics.evicted_count(Eviction::Ttl), 2);
+        assert_eq!(listed(&engine), 0);
+    }
+
+    #[test]
+    fn the_memory_cap_takes_the_oldest_message_of_all_first() {
+        let mut engine = engine(256, usize::MAX);
+        send(&engine, "a", "a1", None);
+        send(&engine, "b", "b1", None);
+        send(&engine, "a", "a2", None);
+        send(&engine, "b", "b2", None);
+        // Room for exactly what is there: each message of the same size pushes out the
+        // oldest of all, whichever key it was sent to.
+        engine.config.buffer_memory = engine.stats().retained_bytes;
+        send(&engine, "b", "b3", None);
+        let texts = |key: &str| -> Vec<String> {
+            engine.channels.get_mut(key).map_or_else(Vec::new, |mut c| {
+                c.stream.as_mut().map_or_else(Vec::new, |s| {
+                    s.replay(&Since::Earliest)
+                        .entries
+                        .iter()
+                        .map(|e| e.payload.as_text().as_str().to_owned())
+                        .collect()
+                })
+            })
+        };
+        assert_eq!(texts("a"), ["a2"]);
+        assert_eq!(texts("b"), ["b1", "b2", "b3"]);
+        assert_eq!(engine.metrics.evicted_count(Eviction::Memory), 1);
+        send(&engine, "a", "a3", None);
+        assert_eq!(texts("a"), ["a2", "a3"]);
+        assert_eq!(texts("b"), ["b2", "b3"]);
+        assert_eq!(engine.metrics.evicted_count(Eviction::Memory), 2);
     }
 
     #[test]
@@ -598,7 +679,7 @@ mod tests {
         engine.tick(Instant::now() + Duration::from_secs(121));
         let stats = engine.stats();
         assert_eq!((stats.retained_messages, stats.retained_bytes), (0, 0));
-        assert_eq!(queued(&engine), 0);
+        assert_eq!(listed(&engine), 0);
         assert!(engine.channels.is_empty(), "the unused key is dropped");
     }
 }
