@@ -147,8 +147,10 @@ pub fn serve<S: Transport>(
 struct Connection<S> {
     /// What other tasks reach: this connection's id and outbox.
     peer: Arc<Peer>,
-    /// The key this connection is registered under: the reverse map, one entry.
-    key: Option<Box<str>>,
+    /// The key this connection is registered under: the reverse map, one entry. The
+    /// same allocation as the key in the engine's map when this connection made the
+    /// entry (see `Engine::subscribe`): one copy of the key per idle connection, not two.
+    key: Option<Arc<str>>,
     /// The keys whose presence this connection watches; made on its first watch. Boxed:
     /// a set inline would add its 48 bytes to every connection's task, watching or not.
     #[allow(clippy::box_collection)]
@@ -577,6 +579,7 @@ impl<S: Transport> Connection<S> {
             Some(since) => Start::Resume(since),
             None => Start::Plain,
         };
+        let key: Arc<str> = key.into();
         if engine
             .subscribe(&key, &self.peer, start, preamble)
             .await
@@ -600,7 +603,7 @@ impl<S: Transport> Connection<S> {
             Level::Info,
             format_args!("conn {} registered as {}", id, escaped(&key)),
         );
-        self.key = Some(key.into());
+        self.key = Some(key);
         Ok(())
     }
 

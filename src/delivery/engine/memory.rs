@@ -93,8 +93,9 @@ impl Ledger {
 /// The embedded engine. See the module docs.
 #[derive(Debug)]
 pub struct MemoryEngine {
-    /// Every key with subscribers or retained messages.
-    channels: DashMap<Box<str>, Channel>,
+    /// Every key with subscribers or retained messages. `Arc<str>`: a key made by a
+    /// subscription shares the subscriber's own allocation of it (see `subscribe_now`).
+    channels: DashMap<Arc<str>, Channel>,
     /// Every retained message and their count and cost.
     ledger: Mutex<Ledger>,
     /// Keys with at least one subscriber, counted as a key's first arrives and last
@@ -200,14 +201,14 @@ impl MemoryEngine {
 
     fn subscribe_now(
         &self,
-        key: &str,
+        key: &Arc<str>,
         peer: &Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'_>>,
     ) {
-        let mut channel = match self.channels.get_mut(key) {
+        let mut channel = match self.channels.get_mut(&**key) {
             Some(channel) => channel,
-            None => self.channels.entry(key.into()).or_default(),
+            None => self.channels.entry(Arc::clone(key)).or_default(),
         };
         let streams_on = self.streams_on();
         // With streams off the relay behaves exactly as in Parts 1-2: plain frames.
@@ -409,7 +410,7 @@ impl Engine for MemoryEngine {
 
     fn subscribe<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a Arc<str>,
         peer: &'a Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'a>>,
