@@ -1,6 +1,7 @@
 //! What a connection keeps, measured on the real binary's resident memory: an idle one
 //! holds no read buffer; after sending and receiving one 900 KiB message it is back to
-//! its idle cost; and an unfinished message costs about its own size, not twice.
+//! its idle cost; an unfinished message costs about its own size, not twice; and cycles
+//! of opening and closing thousands of connections leave nothing behind.
 
 mod common;
 
@@ -144,4 +145,105 @@ async fn an_unfinished_message_costs_about_its_size() {
         per_connection >= LARGE as u64 / 2,
         "the unfinished messages are held, so they must show: {per_connection} bytes each"
     );
+}
+
+/// Connections opened, registered and closed per churn cycle: enough that what a cycle
+/// would leave behind (about 800 bytes each: the finished task's cell and its `Peer`)
+/// dwarfs the allocator's noise, few enough to open in about a second.
+const CHURN_CONNECTIONS: usize = 5_000;
+/// Churn cycles; the first is the reference.
+const CHURN_CYCLES: usize = 8;
+/// Handshakes in flight at once.
+const CHURN_AT_ONCE: usize = 64;
+/// How far a later cycle's peak may rise above the first's: a fraction of it...
+const CHURN_GROWTH_PERCENT: u64 = 10;
+/// ... plus this (the allocator's own bookkeeping, a table doubling).
+const CHURN_SLACK: u64 = 1024 * 1024;
+
+/// A client from the loopback address `source`, with a small read buffer (tungstenite's
+/// default of 128 KiB would make the test process, not the relay, the one that strains).
+async fn churn_client(relay: &RelayProcess, source: &str) -> Client {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::MaybeTlsStream;
+    let tcp = common::connect_from(source, relay.addr).await;
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async_with_config(
+            relay.url(),
+            MaybeTlsStream::Plain(tcp),
+            Some(config),
+        ),
+    )
+    .await
+    .expect("handshake");
+    Client::from_ws(ws).await
+}
+
+/// The relay's open WebSocket connections, from its /metrics.
+async fn open_connections(relay: &RelayProcess) -> f64 {
+    let (_, _, text) = common::http_request(relay.addr, "GET", "/metrics").await;
+    common::metric(&text, "notify_relay_connections")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connections_leave_nothing_behind_across_churn_cycles() {
+    // No keep-alive bucket comes due while the test runs (the first at 300 s): only a
+    // connection taking itself out of the wheel when it ends can free what it held.
+    // Streams off: only connections are measured, not retained messages.
+    let relay = RelayProcess::spawn_quiet(&["--buffer-ttl", "0s", "--ping-interval", "300s"]);
+    let mut peaks = Vec::new();
+    let mut after_close = Vec::new();
+    for cycle in 0..CHURN_CYCLES {
+        // A source address of its own per cycle: the closed connections' TIME_WAIT
+        // ports of the last cycles are not in the way.
+        let source = format!("127.0.{}.{}", 1 + cycle / 200, 2 + cycle % 200);
+        let relay = &relay;
+        let clients: Vec<Client> = futures_util::stream::iter(0..CHURN_CONNECTIONS)
+            .map(|i| {
+                let source = source.clone();
+                async move {
+                    let mut client = churn_client(relay, &source).await;
+                    client.register(&format!("churn-{cycle}-{i}")).await;
+                    client
+                }
+            })
+            .buffer_unordered(CHURN_AT_ONCE)
+            .collect()
+            .await;
+        // Every connection is open and registered: this cycle's peak.
+        peaks.push(relay.rss_bytes());
+        drop(clients);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while open_connections(relay).await > 0.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cycle {cycle}: the relay still counts {} open connections",
+                open_connections(relay).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        after_close.push(relay.rss_bytes());
+    }
+    let kib = |v: &[u64]| v.iter().map(|b| b / 1024).collect::<Vec<_>>();
+    eprintln!(
+        "churn of {CHURN_CONNECTIONS} connections: peak RSS KiB by cycle {:?}, after close {:?}",
+        kib(&peaks),
+        kib(&after_close)
+    );
+    let bound = peaks[0] + peaks[0] * CHURN_GROWTH_PERCENT / 100 + CHURN_SLACK;
+    for (cycle, (&peak, &after)) in peaks.iter().zip(&after_close).enumerate().skip(1) {
+        assert!(
+            peak <= bound && after <= bound,
+            "cycle {cycle} of {CHURN_CONNECTIONS} connections: peak RSS {} KiB, {} KiB after \
+             close, past the first cycle's peak {} KiB + {CHURN_GROWTH_PERCENT}% + {} KiB: \
+             closed connections are kept (by KiB: peaks {:?}, after close {:?})",
+            peak / 1024,
+            after / 1024,
+            peaks[0] / 1024,
+            CHURN_SLACK / 1024,
+            kib(&peaks),
+            kib(&after_close)
+        );
+    }
 }

@@ -214,55 +214,110 @@ fn slot_of(index: usize) -> u32 {
 const SHRINK_FROM: usize = 16;
 
 /// The subscribers of one key. See the module docs.
+///
+/// Most keys have one subscriber (a page, a device), so one is held inline: a key with
+/// one subscriber allocates no list (a `Vec`'s smallest allocation of `Arc`s is 32 bytes
+/// of every idle registered connection). Both forms take a `Vec`'s 24 bytes, and
+/// delivery walks a slice either way.
 #[derive(Debug, Default)]
 pub struct Peers {
     /// Live subscribers; each knows its index here (`Peer::slot`).
-    peers: Vec<Arc<Peer>>,
+    peers: List,
 }
 
+/// A key's subscribers, inline or in a list.
+#[derive(Debug)]
+enum List {
+    /// No subscriber, or one, inline (its slot is 0).
+    One(Option<Arc<Peer>>),
+    /// Two or more. Back to `One` when one is left.
+    Many(Vec<Arc<Peer>>),
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List::One(None)
+    }
+}
+
+/// The room a key's list is made with when its second subscriber arrives (a `Vec` of
+/// `Arc`s would round two up to four anyway).
+const FIRST_LIST: usize = 4;
+
 impl Peers {
+    /// The subscribers, in their slots' order.
+    fn as_slice(&self) -> &[Arc<Peer>] {
+        match &self.peers {
+            List::One(peer) => peer.as_slice(),
+            List::Many(peers) => peers,
+        }
+    }
+
     /// Adds `peer` beside the subscribers already there. A connection subscribes to at
     /// most one key at a time.
     pub fn add(&mut self, peer: &Arc<Peer>) {
-        peer.slot
-            .store(slot_of(self.peers.len()), Ordering::Relaxed);
-        self.peers.push(Arc::clone(peer));
+        peer.slot.store(slot_of(self.len()), Ordering::Relaxed);
+        let peer = Arc::clone(peer);
+        match &mut self.peers {
+            List::One(slot @ None) => *slot = Some(peer),
+            List::One(Some(first)) => {
+                let mut peers = Vec::with_capacity(FIRST_LIST);
+                peers.push(Arc::clone(first));
+                peers.push(peer);
+                self.peers = List::Many(peers);
+            }
+            List::Many(peers) => peers.push(peer),
+        }
     }
 
     /// Removes `peer`'s own entry in O(1); the others stay. Does nothing if `peer` is not
     /// here.
     pub fn remove(&mut self, peer: &Peer) {
         let slot = peer.slot.load(Ordering::Relaxed) as usize;
-        if !self.peers.get(slot).is_some_and(|p| p.id == peer.id) {
+        if !self.as_slice().get(slot).is_some_and(|p| p.id == peer.id) {
             return;
         }
-        self.peers.swap_remove(slot);
-        if let Some(moved) = self.peers.get(slot) {
+        let peers = match &mut self.peers {
+            // Slot 0, checked above.
+            List::One(only) => {
+                *only = None;
+                return;
+            }
+            List::Many(peers) => peers,
+        };
+        peers.swap_remove(slot);
+        if let Some(moved) = peers.get(slot) {
             moved.slot.store(slot_of(slot), Ordering::Relaxed);
+        }
+        if peers.len() == 1 {
+            // The one left is in slot 0 (it was moved there, or already was): inline again,
+            // and the list is freed.
+            self.peers = List::One(peers.pop());
+            return;
         }
         // A key that once had many subscribers gives the room back as they leave;
         // halving at a quarter keeps this amortised O(1).
-        if self.peers.capacity() > SHRINK_FROM && self.peers.len() < self.peers.capacity() / 4 {
-            let keep = self.peers.len() * 2;
-            self.peers.shrink_to(keep);
+        if peers.capacity() > SHRINK_FROM && peers.len() < peers.capacity() / 4 {
+            let keep = peers.len() * 2;
+            peers.shrink_to(keep);
         }
     }
 
     /// How many subscribers.
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.as_slice().len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.as_slice().is_empty()
     }
 
     /// Queues `message` for every subscriber, framed as each wants it; the last one
     /// takes an owned message's text (see [`Framed::last_frame`]).
     pub fn deliver(&self, message: &mut Framed<'_>) -> Delivery {
         let mut outcome = Delivery::default();
-        let Some((last, others)) = self.peers.split_last() else {
+        let Some((last, others)) = self.as_slice().split_last() else {
             return outcome;
         };
         for peer in others {
@@ -371,13 +426,54 @@ mod tests {
         for peer in &peers[1..] {
             key.remove(peer);
         }
-        assert!(
-            key.peers.capacity() <= SHRINK_FROM,
-            "{}",
-            key.peers.capacity()
-        );
+        // One left: inline again, no list at all.
+        assert!(matches!(key.peers, List::One(Some(_))), "{key:?}");
         assert_eq!(deliver(&key, "x").delivered, 1);
         assert_eq!(queued(&peers[0]), ["x"]);
+        // Halfway down, the list has shrunk with them.
+        for peer in &peers[1..] {
+            key.add(peer);
+        }
+        for peer in &peers[100..] {
+            key.remove(peer);
+        }
+        match &key.peers {
+            List::Many(list) => assert!(list.capacity() <= 4 * 100, "{}", list.capacity()),
+            List::One(_) => panic!("100 subscribers are a list"),
+        }
+    }
+
+    #[test]
+    fn one_subscriber_is_held_inline_and_the_list_is_no_larger() {
+        // A key's subscribers are part of its entry in the engine's map: inline or not,
+        // they take a `Vec`'s room and no more.
+        assert_eq!(
+            std::mem::size_of::<Peers>(),
+            std::mem::size_of::<Vec<Arc<Peer>>>()
+        );
+        let mut key = Peers::default();
+        let (a, b, c) = (Peer::new(LIMITS), Peer::new(LIMITS), Peer::new(LIMITS));
+        key.add(&a);
+        assert!(matches!(key.peers, List::One(Some(_))));
+        key.add(&b);
+        key.add(&c);
+        assert!(matches!(&key.peers, List::Many(list) if list.len() == 3));
+        // The first leaves: the last moves into its slot, then the list goes inline
+        // with whoever is left, reached in slot 0.
+        key.remove(&a);
+        key.remove(&c);
+        assert!(matches!(key.peers, List::One(Some(ref only)) if only.id == b.id));
+        key.remove(&a);
+        assert_eq!(deliver(&key, "x").delivered, 1);
+        assert_eq!(queued(&b), ["x"]);
+        key.remove(&b);
+        assert!(key.is_empty());
+        // Stale removals of an empty key change nothing.
+        key.remove(&b);
+        assert!(matches!(key.peers, List::One(None)));
+        key.add(&c);
+        assert_eq!(deliver(&key, "y").delivered, 1);
+        assert_eq!(queued(&c), ["y"]);
     }
 
     #[test]

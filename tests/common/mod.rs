@@ -187,6 +187,13 @@ impl Client {
         client
     }
 
+    /// A client over an open WebSocket, once it has read the greeting.
+    pub async fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        let mut client = Client { ws, next_id: 0 };
+        assert_eq!(client.recv_text().await, GREETING);
+        client
+    }
+
     /// Connects without reading the greeting.
     pub async fn connect_raw(url: &str) -> Self {
         let (ws, _) = within("connect", connect_async(url))
@@ -430,6 +437,18 @@ impl RelayProcess {
     pub fn spawn_with_only_env(binary: &std::path::Path, env: &[(String, String)]) -> Self {
         let mut command = Command::new(binary);
         command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        Self::launch(command)
+    }
+
+    /// Starts the relay logging only warnings (and the line that says where it
+    /// listens): for tests that open thousands of connections, whose info lines would
+    /// cost the relay more than what is measured.
+    pub fn spawn_quiet(args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_notify-relay"));
+        command
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "warn,notify_relay::serve::server=info");
         Self::launch(command)
     }
 

@@ -69,8 +69,8 @@ impl Channel {
 struct Due {
     /// No later than the stream's oldest message was appended.
     at: Instant,
-    /// Where to find the stream.
-    key: Box<str>,
+    /// Where to find the stream (the key map's own allocation of it).
+    key: Arc<str>,
     /// Which incarnation of the key's stream (see [`Stream::epoch`]).
     epoch: Arc<str>,
 }
@@ -126,8 +126,9 @@ fn shift(counter: &AtomicUsize, plus: usize, minus: usize) {
 /// The embedded engine. See the module docs.
 #[derive(Debug)]
 pub struct MemoryEngine {
-    /// Every key with subscribers or retained messages.
-    channels: DashMap<Box<str>, Channel>,
+    /// Every key with subscribers or retained messages. `Arc<str>`: a key made by a
+    /// subscription shares the subscriber's own allocation of it (see `subscribe_now`).
+    channels: DashMap<Arc<str>, Channel>,
     /// Every stream with retained messages, by its oldest message: where the TTL sweep and
     /// the memory cap find the oldest message of all. One place per stream, not one per
     /// message, so a publish to a key that already retains something never takes its lock.
@@ -225,11 +226,7 @@ impl MemoryEngine {
         removed.count += appended.collapsed.count;
         removed.bytes += appended.collapsed.bytes;
         self.retained.changed(added, removed);
-        let listing = stream.list().then(|| Due {
-            at,
-            key: key.into(),
-            epoch: Arc::clone(stream.epoch()),
-        });
+        let listed_epoch = stream.list().then(|| Arc::clone(stream.epoch()));
         let outcome = channel
             .peers
             .deliver(&mut Framed::owned(message.payload, Some(&position)));
@@ -237,6 +234,11 @@ impl MemoryEngine {
         if buffered {
             stream.set_pending(appended.seq);
         }
+        let listing = listed_epoch.map(|epoch| Due {
+            at,
+            key: Arc::clone(guard.key()),
+            epoch,
+        });
         drop(guard);
         if appended.evicted.count > 0 {
             self.metrics
@@ -260,14 +262,14 @@ impl MemoryEngine {
 
     fn subscribe_now(
         &self,
-        key: &str,
+        key: &Arc<str>,
         peer: &Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'_>>,
     ) {
-        let mut channel = match self.channels.get_mut(key) {
+        let mut channel = match self.channels.get_mut(&**key) {
             Some(channel) => channel,
-            None => self.channels.entry(key.into()).or_default(),
+            None => self.channels.entry(Arc::clone(key)).or_default(),
         };
         let streams_on = self.streams_on();
         // With streams off the relay behaves exactly as in Parts 1-2: plain frames.
@@ -462,7 +464,7 @@ impl Engine for MemoryEngine {
 
     fn subscribe<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a Arc<str>,
         peer: &'a Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'a>>,

@@ -52,9 +52,13 @@ pub trait Engine: Send + Sync + fmt::Debug {
     /// in this order, with no live message in between: `preamble` (the reply to the
     /// registration, told how many retained messages follow), then what `start` calls for
     /// (pending messages, or a resume's gap and replay), then live messages.
+    ///
+    /// The key is the subscriber's own `Arc<str>`, which it keeps to unsubscribe: an
+    /// engine that makes a new entry for the key shares that allocation instead of
+    /// copying the key (one allocation per idle connection, not two).
     fn subscribe<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a Arc<str>,
         peer: &'a Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'a>>,

@@ -90,8 +90,9 @@ pub(super) async fn serve(
     if *method != Method::GET {
         return method_not_allowed("GET");
     }
-    let key = match path_key(encoded, state.config.max_key_length) {
-        Ok(key) => key,
+    // Shared with the engine's entry for the key, as a WebSocket subscriber's is.
+    let key: Arc<str> = match path_key(encoded, state.config.max_key_length) {
+        Ok(key) => key.into(),
         Err(refused) => return *refused,
     };
     if let Err(refusal) = check_token(&state, headers, query, &key) {
@@ -141,7 +142,7 @@ pub(super) async fn serve(
     );
     let every = state.config.ping_interval;
     let stream = EventStream {
-        key: key.into(),
+        key,
         streamed,
         peer,
         state,
@@ -191,7 +192,7 @@ fn starting_point(headers: &HeaderMap, query: Option<&str>) -> Option<Since> {
 
 /// One open event stream: the subscriber's outbox, read into the response body.
 struct EventStream {
-    key: Box<str>,
+    key: Arc<str>,
     /// Messages or presence.
     streamed: Streamed,
     peer: Arc<Peer>,

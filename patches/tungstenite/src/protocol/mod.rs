@@ -21,6 +21,7 @@ use log::*;
 use std::{
     io::{self, Read, Write},
     mem::replace,
+    sync::{Arc, Mutex, PoisonError}, // notify-relay patch (see patches/README.md)
 };
 
 /// Indicates a Client or Server role of the websocket
@@ -367,14 +368,52 @@ pub struct WebSocketContext {
     /// The state of processing, either "active" or "closing".
     state: WebSocketState,
     /// Receive: an incomplete message being processed.
-    incomplete: Option<IncompleteMessage>,
+    incomplete: Option<Box<IncompleteMessage>>, // notify-relay patch: boxed (rarely used)
     /// Send in addition to regular messages E.g. "pong" or "close".
-    additional_send: Option<Frame>,
+    additional_send: Option<Box<Frame>>, // notify-relay patch: boxed (rarely used)
     /// True indicates there is an additional message (like a pong)
     /// that failed to flush previously and we should try again.
     unflushed_additional: bool,
     /// The configuration for the websocket session.
-    config: WebSocketConfig,
+    config: Arc<WebSocketConfig>, // notify-relay patch: shared, see `shared_config`
+}
+
+/// notify-relay patch (see patches/README.md): one copy of a configuration for every
+/// context made with it, rather than a 64-byte copy in each. The last configuration
+/// given is kept and handed out again while the next ones are equal to it (a server
+/// makes all its connections with one), so this costs one uncontended lock per
+/// connection made and never holds more than one configuration beyond the live ones.
+fn shared_config(config: WebSocketConfig) -> Arc<WebSocketConfig> {
+    static LAST: Mutex<Option<Arc<WebSocketConfig>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    match last.as_ref() {
+        Some(shared) if same_config(shared, &config) => Arc::clone(shared),
+        _ => {
+            let shared = Arc::new(config);
+            *last = Some(Arc::clone(&shared));
+            shared
+        }
+    }
+}
+
+/// notify-relay patch (see patches/README.md): whether two configurations are equal
+/// (`WebSocketConfig` has no `PartialEq`). Destructured without `..`: a field added to
+/// the configuration fails to compile here until it is compared too.
+fn same_config(a: &WebSocketConfig, b: &WebSocketConfig) -> bool {
+    let WebSocketConfig {
+        read_buffer_size,
+        write_buffer_size,
+        max_write_buffer_size,
+        max_message_size,
+        max_frame_size,
+        accept_unmasked_frames,
+    } = *a;
+    read_buffer_size == b.read_buffer_size
+        && write_buffer_size == b.write_buffer_size
+        && max_write_buffer_size == b.max_write_buffer_size
+        && max_message_size == b.max_message_size
+        && max_frame_size == b.max_frame_size
+        && accept_unmasked_frames == b.accept_unmasked_frames
 }
 
 impl WebSocketContext {
@@ -407,7 +446,7 @@ impl WebSocketContext {
             incomplete: None,
             additional_send: None,
             unflushed_additional: false,
-            config,
+            config: shared_config(config), // notify-relay patch
         }
     }
 
@@ -416,7 +455,7 @@ impl WebSocketContext {
     /// # Panics
     /// Panics if config is invalid e.g. `max_write_buffer_size <= write_buffer_size`.
     pub fn set_config(&mut self, set_func: impl FnOnce(&mut WebSocketConfig)) {
-        set_func(&mut self.config);
+        set_func(Arc::make_mut(&mut self.config)); // notify-relay patch: copied on change
         self.config.assert_valid();
         self.frame.set_max_out_buffer_len(self.config.max_write_buffer_size);
         self.frame.set_out_buffer_write_len(self.config.write_buffer_size);
@@ -556,7 +595,7 @@ impl WebSocketContext {
         // respond with Pong frame as soon as is practical. (RFC 6455)
         let should_flush = if let Some(msg) = self.additional_send.take() {
             trace!("Sending pong/close");
-            match self.buffer_frame(stream, msg) {
+            match self.buffer_frame(stream, *msg) { // notify-relay patch: unboxed
                 Err(Error::WriteBufferFull(msg)) => {
                     // if an system message would exceed the buffer put it back in
                     // `additional_send` for retry. Otherwise returning this error
@@ -695,7 +734,8 @@ impl WebSocketContext {
                 }?;
 
                 match (payload, fin) {
-                    (None, true) => Ok(Some(self.incomplete.take().unwrap().complete()?)),
+                    // notify-relay patch: unboxed.
+                    (None, true) => Ok(Some((*self.incomplete.take().unwrap()).complete()?)),
                     (None, false) => Ok(None),
                     (Some((payload, t)), true) => {
                         check_max_size(payload.len(), self.config.max_message_size)?;
@@ -707,7 +747,7 @@ impl WebSocketContext {
                     (Some((payload, t)), false) => {
                         let mut incomplete = IncompleteMessage::new(t);
                         incomplete.extend(payload, self.config.max_message_size)?;
-                        self.incomplete = Some(incomplete);
+                        self.incomplete = Some(Box::new(incomplete)); // notify-relay patch
                         Ok(None)
                     }
                 }
@@ -778,7 +818,7 @@ impl WebSocketContext {
             .as_ref()
             .is_none_or(|f| f.header().opcode == OpCode::Control(OpCtl::Pong));
         if empty_or_pong {
-            self.additional_send.replace(add);
+            self.additional_send.replace(Box::new(add)); // notify-relay patch
         }
     }
 }

@@ -755,7 +755,7 @@ impl Engine for RedisEngine {
 
     fn subscribe<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a Arc<str>,
         peer: &'a Arc<Peer>,
         start: Start,
         preamble: Option<Preamble<'a>>,
