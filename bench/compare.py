@@ -156,6 +156,10 @@ SERVERS = [
     Server("original", "python original",
            lambda s, port: [sys.executable, str(s.peers / "original.py"), str(port)],
            needs_original),
+    # The same build with retention off: what streams cost, measured in the same run.
+    Server("relay-nostreams", "notify-relay --buffer-ttl 0s",
+           lambda s, port: [str(s.relay), "--host", "127.0.0.1", "--buffer-ttl", "0s",
+                            str(port)], needs_relay),
 ]
 BY_SLUG = {server.slug: server for server in SERVERS}
 # The original keeps one connection per key (a new registration replaces the last), so
@@ -180,8 +184,19 @@ def run_once(setup, server, args):
         started.stop()
 
 
-def median_run(setup, server, name, args, runs):
-    results = [run_once(setup, server, args) for _ in range(runs if name in REPEATED else 1)]
+def measure(setup, servers, name, args, runs):
+    """Each server's median over the runs; the runs take turns (every server once, then
+    again), so a machine that slows down for a while weighs on every server alike."""
+    present = [s for s in servers if (name, s.slug) not in NOT_IN]
+    results = {s.title: [] for s in present}
+    for round_ in range(runs if name in REPEATED else 1):
+        for server in present:
+            print(f"{name}: {server.title} (run {round_ + 1})", file=sys.stderr, flush=True)
+            results[server.title].append(run_once(setup, server, args))
+    return {title: median_of(runs_) for title, runs_ in results.items()}
+
+
+def median_of(results):
     merged = dict(results[0])
     for key, value in results[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -261,19 +276,29 @@ def table(name, bench_args, figures, results, servers):
     note = (f" {', '.join(absent)}: not measured, it keeps one connection per key."
             if absent else "")
     titles = [s.title for s in SERVERS]
+    ours, uws, original, off = (BY_SLUG[slug].title
+                                for slug in ("relay", "uws", "original", "relay-nostreams"))
     lines = [f"### {name}", "",
              f"`notify-relay-bench --pid PID {' '.join(bench_args)}`"
-             + (f" (median of {runs} runs)" if runs > 1 else "") + note, "",
+             + (f" (median of {runs} runs, taking turns)" if runs > 1 else "") + note, "",
              "| figure | " + " | ".join(titles) + " | notify-relay vs uWS.js |"
-             + " notify-relay vs original |",
-             "|---|" + "---:|" * len(titles) + "---|---|"]
+             + " notify-relay vs original | streams on ÷ off |",
+             "|---|" + "---:|" * len(titles) + "---|---|---|"]
     for key, label, better in figures:
-        values = [results.get(t, {}).get(key) for t in titles]
-        ours = values[0]
-        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in values)
-                     + f" | {ratio(ours, values[1], better)} | {ratio(ours, values[3], better)} |")
+        value = {t: results.get(t, {}).get(key) for t in titles}
+        lines.append(f"| {label} | " + " | ".join(fmt(value[t]) for t in titles)
+                     + f" | {ratio(value[ours], value[uws], better)}"
+                     + f" | {ratio(value[ours], value[original], better)}"
+                     + f" | {quotient(value[ours], value[off])} |")
     lines.append("")
     return lines
+
+
+def quotient(on, off):
+    """Streams on ÷ off, for the figures where both are numbers."""
+    if not isinstance(on, (int, float)) or not isinstance(off, (int, float)) or not off:
+        return "–"
+    return f"{on / off:.2f}"
 
 
 def main():
@@ -310,9 +335,7 @@ def main():
             for server in servers:
                 if (name, server.slug) in NOT_IN:
                     results.pop(server.title, None)
-                    continue
-                print(f"{name}: {server.title}", file=sys.stderr, flush=True)
-                results[server.title] = median_run(setup, server, name, bench_args, args.runs)
+            results.update(measure(setup, servers, name, bench_args, args.runs))
             raw[name] = results
             CACHE.parent.mkdir(exist_ok=True)
             CACHE.write_text(json.dumps(raw, indent=1))
