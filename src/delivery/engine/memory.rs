@@ -34,28 +34,55 @@ use crate::peer::registry::{Framed, Framing, Peer, Peers};
 /// Longest pause between two TTL sweeps.
 const MAX_TICK: Duration = Duration::from_secs(1);
 
-/// One key: its subscribers and its stream.
+/// One key: its subscribers, and its stream and watchers if it has them. 24 bytes, so
+/// that with its key an entry of the key map is 40: the map's tables are most of what a
+/// registered key costs beyond its connection.
 #[derive(Debug, Default)]
 struct Channel {
     /// Live subscribers, in subscription order.
     peers: Peers,
+    /// The stream and the watchers, in one allocation made when either is first needed;
+    /// `None` for a key with neither (most keys: a page waiting for its messages).
+    more: Option<Box<More>>,
+}
+
+/// What a key has beyond its subscribers.
+#[derive(Debug, Default)]
+struct More {
     /// Retained messages; `None` until something is retained for the key.
-    stream: Option<Box<Stream>>,
+    stream: Option<Stream>,
     /// Who watches the key's presence; `None` while nobody does (the only cost a
     /// connect or disconnect of an unwatched key pays for watches is this check).
-    watchers: Option<Box<Watchers>>,
+    watchers: Option<Watchers>,
 }
 
 impl Channel {
     fn is_unused(&self) -> bool {
         self.peers.is_empty()
-            && self.stream.as_ref().is_none_or(|s| s.is_empty())
-            && self.watchers.is_none()
+            && self.stream().is_none_or(Stream::is_empty)
+            && self.watchers().is_none()
+    }
+
+    fn stream(&self) -> Option<&Stream> {
+        self.more.as_ref()?.stream.as_ref()
+    }
+
+    fn stream_mut(&mut self) -> Option<&mut Stream> {
+        self.more.as_mut()?.stream.as_mut()
+    }
+
+    fn watchers(&self) -> Option<&Watchers> {
+        self.more.as_ref()?.watchers.as_ref()
+    }
+
+    /// The key's stream and watchers, made room for.
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
     }
 
     /// Tells the watchers, if any, the key's count after a change.
     fn presence_changed(&self, metrics: &Metrics) {
-        if let Some(watchers) = &self.watchers {
+        if let Some(watchers) = self.watchers() {
             watchers.changed(self.peers.len(), metrics);
         }
     }
@@ -168,10 +195,10 @@ impl MemoryEngine {
     }
 
     /// A new stream, counted against the memory cap until its channel is dropped.
-    fn new_stream(&self, base: Instant) -> Box<Stream> {
+    fn new_stream(&self, base: Instant) -> Stream {
         self.stream_bytes
             .fetch_add(STREAM_OVERHEAD, Ordering::Relaxed);
-        Box::new(Stream::new(self.epochs.next(), base))
+        Stream::new(self.epochs.next(), base)
     }
 
     /// Drops `key`'s channel if nothing uses it any more. Checked under the shard's write
@@ -180,7 +207,7 @@ impl MemoryEngine {
         let removed = self
             .channels
             .remove_if(key, |_, channel| channel.is_unused());
-        if removed.is_some_and(|(_, channel)| channel.stream.is_some()) {
+        if removed.is_some_and(|(_, channel)| channel.stream().is_some()) {
             self.stream_bytes
                 .fetch_sub(STREAM_OVERHEAD, Ordering::Relaxed);
         }
@@ -206,7 +233,11 @@ impl MemoryEngine {
             };
         }
         let at = Instant::now();
-        let stream = channel.stream.get_or_insert_with(|| self.new_stream(at));
+        let Channel { peers, more } = channel;
+        let stream = more
+            .get_or_insert_with(Box::default)
+            .stream
+            .get_or_insert_with(|| self.new_stream(at));
         // Kept before it is delivered: the stream copies a small text, so delivery can then
         // hand the message itself to its last recipient.
         let appended = stream.append(
@@ -227,9 +258,7 @@ impl MemoryEngine {
         removed.bytes += appended.collapsed.bytes;
         self.retained.changed(added, removed);
         let listed_epoch = stream.list().then(|| Arc::clone(stream.epoch()));
-        let outcome = channel
-            .peers
-            .deliver(&mut Framed::owned(message.payload, Some(&position)));
+        let outcome = peers.deliver(&mut Framed::owned(message.payload, Some(&position)));
         let buffered = outcome.delivered == 0;
         if buffered {
             stream.set_pending(appended.seq);
@@ -283,7 +312,7 @@ impl MemoryEngine {
         let mut replayed = 0;
         match since {
             None if streams_on => {
-                if let Some(stream) = channel.stream.as_mut() {
+                if let Some(stream) = channel.stream_mut() {
                     for entry in stream.take_pending() {
                         let position = stream.position(entry.seq);
                         owed.push(peer.frame(&entry.payload, Some(&position)));
@@ -293,11 +322,11 @@ impl MemoryEngine {
             }
             None => {}
             Some(since) => {
-                if matches!(since, Since::After(_) | Since::Unknown) && channel.stream.is_none() {
+                if matches!(since, Since::After(_) | Since::Unknown) && channel.stream().is_none() {
                     // A cursor for a key with no history here: it is lost, say so.
-                    channel.stream = Some(self.new_stream(Instant::now()));
+                    channel.more().stream = Some(self.new_stream(Instant::now()));
                 }
-                if let Some(stream) = channel.stream.as_mut() {
+                if let Some(stream) = channel.stream_mut() {
                     let replay = stream.replay(&since);
                     if let Some(gap) = replay.gap {
                         owed.push(peer.gap_frame(&stream.position(gap)));
@@ -355,8 +384,9 @@ impl MemoryEngine {
             peer.outbox.push_owed(initial(channel.peers.len()));
         }
         let watchers = channel
+            .more()
             .watchers
-            .get_or_insert_with(|| Box::new(Watchers::new(key)));
+            .get_or_insert_with(|| Watchers::new(key));
         if watchers.add(peer) {
             self.metrics.presence_watches.inc();
         }
@@ -365,14 +395,20 @@ impl MemoryEngine {
     fn unwatch_now(&self, key: &str, peer: &Peer) {
         let now_unused = match self.channels.get_mut(key) {
             Some(mut channel) => {
-                let Some(watchers) = channel.watchers.as_mut() else {
+                let Some(more) = channel.more.as_mut() else {
+                    return;
+                };
+                let Some(watchers) = more.watchers.as_mut() else {
                     return;
                 };
                 if watchers.remove(peer) {
                     self.metrics.presence_watches.dec();
                 }
                 if watchers.is_empty() {
-                    channel.watchers = None;
+                    more.watchers = None;
+                    if more.stream.is_none() {
+                        channel.more = None;
+                    }
                 }
                 channel.is_unused()
             }
@@ -413,8 +449,7 @@ impl MemoryEngine {
         let (next, now_unused) = match self.channels.get_mut(&*due.key) {
             Some(mut channel) => {
                 let Some(stream) = channel
-                    .stream
-                    .as_mut()
+                    .stream_mut()
                     .filter(|s| Arc::ptr_eq(s.epoch(), &due.epoch))
                 else {
                     return; // That incarnation is gone, and its messages with it.
@@ -633,7 +668,7 @@ mod tests {
         send(&engine, "b", "b3", None);
         let texts = |key: &str| -> Vec<String> {
             engine.channels.get_mut(key).map_or_else(Vec::new, |mut c| {
-                c.stream.as_mut().map_or_else(Vec::new, |s| {
+                c.stream_mut().map_or_else(Vec::new, |s| {
                     s.replay(&Since::Earliest)
                         .entries
                         .iter()
@@ -666,10 +701,17 @@ mod tests {
             engine
                 .channels
                 .get(key)
-                .map_or(0, |c| c.stream.as_ref().map_or(0, |s| s.len()))
+                .map_or(0, |c| c.stream().map_or(0, Stream::len))
         };
         assert_eq!((retained("k"), retained("other")), (1, 1));
         assert_eq!(engine.metrics.evicted_count(Eviction::Memory), 1);
+    }
+
+    #[test]
+    fn a_key_map_entry_is_40_bytes() {
+        // Key, subscribers and one pointer for the rest: the key map's tables hold
+        // one per registered key, in powers of two.
+        assert_eq!(std::mem::size_of::<(Arc<str>, Channel)>(), 40);
     }
 
     #[test]

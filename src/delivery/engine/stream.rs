@@ -12,11 +12,11 @@ use crate::message::{Payload, Position, Since, RETAIN_COPY_MAX};
 
 /// What a retained message costs beyond its text: its 32-byte slot, the slot ring's
 /// room to grow and its share of the engine's bookkeeping, as measured
-/// (`notify-relay-bench retention`, 100 messages per key: about 153 bytes of RSS per
-/// 64-byte message, of which 64 are the text and about 18 the text ring's spare room).
-/// Counted against `--buffer-memory` with the text (a small text through its stream's
-/// ring, whose whole capacity is counted), so the cap bounds real memory and many tiny
-/// messages cannot escape it.
+/// (`notify-relay-bench retention`, 100 messages per key: about 150 bytes of RSS per
+/// 64-byte message, of which 64 are the text and up to as much again the text ring's
+/// spare room). Counted against `--buffer-memory` with the text (twice for a text in
+/// the ring: its spare room), so the cap bounds real memory and many tiny messages
+/// cannot escape it.
 pub const ENTRY_OVERHEAD: usize = 80;
 
 /// What a key's stream costs while it exists, beyond its messages: the map entry, the key,
@@ -69,11 +69,11 @@ struct Extra {
 }
 
 impl Slot {
-    /// Bytes this message counts against the memory cap beyond its share of the ring
-    /// (whose whole capacity is counted as it grows and shrinks).
+    /// Bytes this message counts against the memory cap: in the ring its text counts
+    /// twice, since the ring holds at most twice its live bytes.
     fn cost(&self) -> usize {
         match &self.extra {
-            None => ENTRY_OVERHEAD,
+            None => ENTRY_OVERHEAD + 2 * self.len as usize,
             Some(extra) => {
                 ENTRY_OVERHEAD + self.len as usize + extra.collapse.as_ref().map_or(0, |n| n.len())
             }
@@ -92,9 +92,11 @@ impl Slot {
 /// The texts of a stream's small plain messages, oldest first, end to end in one ring of
 /// bytes. Plain messages leave a stream oldest first (by age, count or the memory cap),
 /// so the ring only ever frees at its head; collapsed messages, which leave from the
-/// middle, keep their text outside it. The ring holds at most four times its live bytes
-/// (or [`TextRing::MIN`]): it doubles when full, shrinks to twice its live bytes when a
-/// quarter used, and lets go of everything when empty.
+/// middle, keep their text outside it. The ring holds at most twice its live bytes (or
+/// [`TextRing::MIN`]): it grows to one and a half times what it must hold when full,
+/// shrinks to that when less than half used, and lets go of everything when empty. The
+/// live size must change by a third or more between two resizes, so a stream whose size
+/// hovers never copies its ring back and forth.
 #[derive(Debug, Default)]
 struct TextRing {
     buf: Vec<u8>,
@@ -111,7 +113,7 @@ impl TextRing {
             return;
         }
         if self.len + text.len() > self.buf.len() {
-            self.resize((self.len + text.len()).next_power_of_two().max(Self::MIN));
+            self.resize(Self::room_for(self.len + text.len()));
         }
         let cap = self.buf.len();
         let tail = (self.head + self.len) % cap;
@@ -131,14 +133,19 @@ impl TextRing {
         self.len -= n;
         if self.len == 0 {
             *self = Self::default();
-        } else if self.buf.len() > Self::MIN && self.len < self.buf.len() / 4 {
-            self.resize((2 * self.len).next_power_of_two().max(Self::MIN));
+        } else if self.buf.len() > Self::MIN && self.len < self.buf.len() / 2 {
+            self.resize(Self::room_for(self.len));
         }
     }
 
     /// Bytes held, used or not.
     fn capacity(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The size to resize to for `len` live bytes.
+    fn room_for(len: usize) -> usize {
+        (len + len / 2).max(Self::MIN)
     }
 
     /// `n` bytes starting `offset` bytes after the head.
@@ -223,8 +230,6 @@ pub struct Stream {
     slots: VecDeque<Slot>,
     /// The texts of the slots in the ring, in the same order.
     ring: TextRing,
-    /// The ring's capacity as last counted against the memory cap.
-    ring_counted: usize,
     /// Whether the engine's oldest-first order holds this stream (see [`Stream::list`]).
     listed: bool,
 }
@@ -239,7 +244,6 @@ impl Stream {
             gone_through: 0,
             slots: VecDeque::new(),
             ring: TextRing::default(),
-            ring_counted: 0,
             listed: false,
         }
     }
@@ -338,8 +342,7 @@ impl Stream {
             self.ring.push(payload.as_text().as_bytes());
             None
         };
-        let grown = self.ring.capacity().saturating_sub(self.ring_counted);
-        self.ring_counted += grown;
+
         let slot = Slot {
             seq,
             at: self.stamp(at),
@@ -347,7 +350,7 @@ impl Stream {
             flags,
             extra,
         };
-        let bytes = slot.cost() + grown;
+        let bytes = slot.cost();
         self.slots.push_back(slot);
         Appended {
             seq,
@@ -398,9 +401,6 @@ impl Stream {
         };
         if old.in_ring() {
             self.ring.pop(old.len as usize);
-            let shrunk = self.ring_counted.saturating_sub(self.ring.capacity());
-            self.ring_counted -= shrunk;
-            removed.bytes += shrunk;
         }
         removed.add(&old);
         // Every seq up to this one is gone: older ones left before it, in order or
@@ -623,8 +623,7 @@ mod tests {
         add(&mut s, text("new"), later, false, None, 10);
         let removed = s.expire(start + Duration::from_secs(1));
         assert_eq!(removed.count, 1);
-        // The ring still holds "new", in the same 64 bytes: only the slot is given back.
-        assert_eq!(removed.bytes, ENTRY_OVERHEAD);
+        assert_eq!(removed.bytes, ENTRY_OVERHEAD + 2 * 3);
         assert_eq!(s.replay(&after(&s, 0)).gap, Some(1));
         assert_eq!(s.replay(&after(&s, 1)).gap, None);
     }
@@ -661,7 +660,7 @@ mod tests {
                 model.drain(..n);
             }
             assert_eq!(ring.len, model.len());
-            assert!(ring.buf.len() <= (4 * model.len()).max(TextRing::MIN));
+            assert!(ring.buf.len() <= (2 * model.len()).max(TextRing::MIN));
         }
         assert_eq!(
             ring.copy_out(0, ring.len),
@@ -728,9 +727,16 @@ mod tests {
             .map(|slot| slot.len as usize)
             .sum();
         assert_eq!(s.ring.len, in_ring);
-        // What was counted is what is held: every slot's cost and the ring's capacity.
-        let held: usize = s.slots.iter().map(Slot::cost).sum::<usize>() + s.ring.capacity();
+        // What was counted is every slot's cost, and covers the ring.
+        let held: usize = s.slots.iter().map(Slot::cost).sum();
         assert_eq!(counted, held);
+        let in_ring_counted: usize = s
+            .slots
+            .iter()
+            .filter(|slot| slot.in_ring())
+            .map(|slot| 2 * slot.len as usize)
+            .sum();
+        assert!(s.ring.capacity() <= in_ring_counted.max(TextRing::MIN));
         assert_eq!(counted - s.evict_through(u64::MAX).bytes, 0);
         assert_eq!(s.ring.capacity(), 0);
     }
