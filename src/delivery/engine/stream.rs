@@ -138,11 +138,6 @@ impl TextRing {
         }
     }
 
-    /// Bytes held, used or not.
-    fn capacity(&self) -> usize {
-        self.buf.len()
-    }
-
     /// The size to resize to for `len` live bytes.
     fn room_for(len: usize) -> usize {
         (len + len / 2).max(Self::MIN)
@@ -736,9 +731,9 @@ mod tests {
             .filter(|slot| slot.in_ring())
             .map(|slot| 2 * slot.len as usize)
             .sum();
-        assert!(s.ring.capacity() <= in_ring_counted.max(TextRing::MIN));
+        assert!(s.ring.buf.len() <= in_ring_counted.max(TextRing::MIN));
         assert_eq!(counted - s.evict_through(u64::MAX).bytes, 0);
-        assert_eq!(s.ring.capacity(), 0);
+        assert_eq!(s.ring.buf.len(), 0);
     }
 
     #[test]
