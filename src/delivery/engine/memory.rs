@@ -77,7 +77,13 @@ impl Channel {
 
     /// The key's stream and watchers, made room for.
     fn more(&mut self) -> &mut More {
-        self.more.get_or_insert_with(Box::default)
+        self.parts().1
+    }
+
+    /// The subscribers, and the stream and watchers made room for, borrowed apart: a
+    /// publish appends to the one and delivers to the other.
+    fn parts(&mut self) -> (&Peers, &mut More) {
+        (&self.peers, self.more.get_or_insert_with(Box::default))
     }
 
     /// Tells the watchers, if any, the key's count after a change.
@@ -233,11 +239,8 @@ impl MemoryEngine {
             };
         }
         let at = Instant::now();
-        let Channel { peers, more } = channel;
-        let stream = more
-            .get_or_insert_with(Box::default)
-            .stream
-            .get_or_insert_with(|| self.new_stream(at));
+        let (peers, more) = channel.parts();
+        let stream = more.stream.get_or_insert_with(|| self.new_stream(at));
         // Kept before it is delivered: the stream copies a small text, so delivery can then
         // hand the message itself to its last recipient.
         let appended = stream.append(
@@ -253,9 +256,7 @@ impl MemoryEngine {
             count: 1,
             bytes: appended.bytes,
         };
-        let mut removed = appended.evicted;
-        removed.count += appended.collapsed.count;
-        removed.bytes += appended.collapsed.bytes;
+        let removed = appended.evicted + appended.collapsed;
         self.retained.changed(added, removed);
         let listed_epoch = stream.list().then(|| Arc::clone(stream.epoch()));
         let outcome = peers.deliver(&mut Framed::owned(message.payload, Some(&position)));

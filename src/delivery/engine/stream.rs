@@ -183,6 +183,17 @@ impl Removed {
     }
 }
 
+impl std::ops::Add for Removed {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            count: self.count + other.count,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
 /// What appending a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -280,11 +291,6 @@ impl Stream {
         self.listed = false;
     }
 
-    /// The stream's end: the position of the last message appended.
-    pub fn end(&self) -> u64 {
-        self.last_seq
-    }
-
     /// How many messages are retained.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -293,11 +299,6 @@ impl Stream {
     /// Whether nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
-    }
-
-    /// Whether message `seq` is still retained.
-    pub fn retains(&self, seq: u64) -> bool {
-        self.slots.binary_search_by_key(&seq, |s| s.seq).is_ok()
     }
 
     /// Appends a message, keeping at most `max` entries: the oldest go first (counted as
@@ -361,14 +362,6 @@ impl Stream {
         if let Some(slot) = self.slots.back_mut().filter(|s| s.seq == seq) {
             slot.flags |= PENDING;
         }
-    }
-
-    /// Removes entry `seq` if it is still retained (for the memory cap); entries older
-    /// than it are lost with it.
-    pub fn evict_through(&mut self, seq: u64) -> Removed {
-        let mut removed = Removed::default();
-        while self.slots.front().is_some_and(|s| s.seq <= seq) && self.evict_front(&mut removed) {}
-        removed
     }
 
     /// Removes the entries appended before `deadline` (older than the TTL).
@@ -494,6 +487,15 @@ mod tests {
         appended
     }
 
+    /// Removes every entry up to `seq`, oldest first, as the memory cap would one by one.
+    fn evict_through(s: &mut Stream, seq: u64) -> Removed {
+        let mut removed = Removed::default();
+        while s.slots.front().is_some_and(|slot| slot.seq <= seq) {
+            removed = removed + s.evict_oldest();
+        }
+        removed
+    }
+
     fn stream() -> Stream {
         Stream::new("e1".into(), Instant::now())
     }
@@ -562,7 +564,7 @@ mod tests {
         // Nothing retained: the gap is at the stream's end.
         let mut empty = stream();
         add(&mut empty, text("x"), now, false, None, 10);
-        empty.evict_through(1);
+        evict_through(&mut empty, 1);
         let replay = empty.replay(&other);
         assert_eq!(replay.gap, Some(1));
         assert!(replay.entries.is_empty());
@@ -631,7 +633,7 @@ mod tests {
         assert_eq!(a.bytes, ENTRY_OVERHEAD + 6);
         let b = add(&mut s, text("1"), now, false, Some("n".into()), 10);
         assert_eq!(b.collapsed.bytes, a.bytes);
-        assert_eq!(s.evict_through(u64::MAX).bytes, b.bytes);
+        assert_eq!(evict_through(&mut s, u64::MAX).bytes, b.bytes);
         assert!(s.is_empty());
     }
 
@@ -693,7 +695,7 @@ mod tests {
             counted -= a.evicted.bytes + a.collapsed.bytes;
             if i % 500 == 499 {
                 // Now and then the TTL takes a few, as it would.
-                let removed = s.evict_through(a.seq.saturating_sub(40));
+                let removed = evict_through(&mut s, a.seq.saturating_sub(40));
                 counted -= removed.bytes;
                 model.retain(|(q, _, _)| *q > a.seq.saturating_sub(40));
             }
@@ -732,7 +734,7 @@ mod tests {
             .map(|slot| 2 * slot.len as usize)
             .sum();
         assert!(s.ring.buf.len() <= in_ring_counted.max(TextRing::MIN));
-        assert_eq!(counted - s.evict_through(u64::MAX).bytes, 0);
+        assert_eq!(counted - evict_through(&mut s, u64::MAX).bytes, 0);
         assert_eq!(s.ring.buf.len(), 0);
     }
 
