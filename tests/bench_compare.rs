@@ -79,6 +79,7 @@ fn every_server_starts_listens_and_relays() {
     );
     let mut servers = vec![
         ("relay", "notify-relay"),
+        ("relay-nostreams", "notify-relay --buffer-ttl 0s"),
         ("ws", "Node ws"),
         ("original", "python original"),
     ];
